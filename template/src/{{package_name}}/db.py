@@ -1,0 +1,85 @@
+"""Engine, sessions and the unit of work: the one place where transactions end.
+
+Repositories and query functions only `flush()`. `Database.unit_of_work()` commits when
+the block succeeds and rolls back when it raises; nothing else commits.
+"""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm.exc import StaleDataError
+
+from .config import Settings
+from .errors import ConcurrentModificationError, DuplicateError
+
+UNIQUE_VIOLATION = "23505"
+
+
+def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
+    """One engine per process (and per event loop); dispose it on shutdown."""
+    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+
+
+def create_sessionmaker(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    # expire_on_commit=False: objects stay readable after commit without implicit IO.
+    return async_sessionmaker(bind, expire_on_commit=False)
+
+
+class Database:
+    """Owns the engine and the session factory of one process."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.sessionmaker = create_sessionmaker(engine)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "Database":
+        return cls(
+            create_engine(
+                settings.database,
+                pool_size=settings.database_pool_size,
+                max_overflow=settings.database_max_overflow,
+                echo=settings.database_echo,
+            )
+        )
+
+    @asynccontextmanager
+    async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
+        """A session and its transaction: commit on success, roll back on any exception.
+
+        Never share the yielded session between concurrent tasks.
+        """
+        async with self.sessionmaker() as session:
+            try:
+                async with session.begin():
+                    yield session
+            except StaleDataError as exc:
+                raise ConcurrentModificationError(str(exc)) from exc
+            except IntegrityError as exc:
+                raise translate_integrity_error(exc) from exc
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
+
+def translate_integrity_error(exc: IntegrityError) -> Exception:
+    """Turn a unique violation into the project's `DuplicateError`; keep anything else."""
+    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if sqlstate == UNIQUE_VIOLATION:
+        return DuplicateError(_constraint_message(exc))
+    return exc
+
+
+def _constraint_message(exc: IntegrityError) -> str:
+    detail = getattr(exc.orig, "detail", None)
+    constraint = getattr(exc.orig, "constraint_name", None)
+    return str(detail or f"unique constraint {constraint} violated")

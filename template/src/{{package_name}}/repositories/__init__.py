@@ -1,0 +1,1 @@
+"""Data access. Repositories and query functions `flush()`; only the unit of work commits."""

@@ -1,0 +1,1 @@
+"""Use cases spanning several models. Like repositories, services flush but never commit."""
