@@ -100,6 +100,37 @@ def upsert_statement(
     )
 
 
+async def upsert_returning[M](
+    session: AsyncSession,
+    model: type[M],
+    rows: Sequence[Row],
+    *,
+    conflict_columns: Sequence[str],
+    conflict_where: ColumnElement[bool] | None = None,
+    update_columns: Sequence[str],
+) -> list[M]:
+    """Upsert `rows` in batches and return the resulting ORM objects, refreshed.
+
+    Rows repeating a conflict key are collapsed first (the last one wins).
+    """
+    table = table_of(model)
+    complete = with_python_defaults(table, dedupe(rows, conflict_columns))
+    upserted: list[M] = []
+    for batch in batches(complete):
+        stmt = upsert_statement(
+            table,
+            batch,
+            conflict_columns=conflict_columns,
+            conflict_where=conflict_where,
+            update_columns=update_columns,
+        ).returning(*table.c)
+        result = await session.scalars(
+            select(model).from_statement(stmt), execution_options={"populate_existing": True}
+        )
+        upserted.extend(result)
+    return upserted
+
+
 def dedupe(rows: Sequence[Row], key: Sequence[str]) -> list[Row]:
     """The last row for each value of `key`, in first-seen order."""
     unique: dict[tuple[Any, ...], Row] = {}
