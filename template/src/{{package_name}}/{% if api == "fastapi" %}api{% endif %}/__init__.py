@@ -1,0 +1,1 @@
+"""HTTP layer (FastAPI). Every id in a URL or a body is the public UUID."""
