@@ -3,130 +3,162 @@
 * `insert_rows`: one `INSERT ... SELECT * FROM unnest($1::uuid[], $2::text[], ...)` per
   batch: every column travels as one array parameter, so a batch is one statement and one
   round trip, faster than executemany of single-row INSERTs.
-* `upsert_rows`: the same statement with `ON CONFLICT (...) DO UPDATE`, returning the rows.
+* `upsert_rows` / `upsert_returning`: the same statement with `ON CONFLICT (...) DO UPDATE`.
 * `copy_rows`: PostgreSQL COPY through asyncpg's `copy_records_to_table`, reached through
   the session's own connection (same transaction), for the largest loads.
 
-Callers pass mappings of column name to value. Python-side column defaults (UUIDv7 keys)
-are filled in here, since neither INSERT ... SELECT nor COPY runs them; server defaults
-(`created_at`, `updated_at`) are left to the database.
+Callers pass mappings of column name to value, all with the same keys. Python-side column
+defaults (UUIDv7 keys) are filled in here, since neither INSERT ... SELECT nor COPY runs
+them; server defaults (`created_at`, `updated_at`) are left to the database.
 """
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from operator import itemgetter
 from typing import Any, cast
 
-from sqlalchemy import Column, ColumnElement, Select, Table, bindparam, func, select
+from sqlalchemy import ColumnElement, CursorResult, Select, Table, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 Row = Mapping[str, Any]
+Record = tuple[Any, ...]
 BATCH_SIZE = 10_000
 
 
-def batches(rows: Sequence[Row], size: int = BATCH_SIZE) -> Iterator[Sequence[Row]]:
-    for start in range(0, len(rows), size):
-        yield rows[start : start + size]
+@dataclass(frozen=True)
+class OnConflict:
+    """The upsert's conflict target and what to update when a row already exists.
+
+    `where` must repeat the predicate of a partial unique index used as the target.
+    """
+
+    columns: Sequence[str]
+    update: Sequence[str]
+    where: ColumnElement[bool] | None = None
 
 
-def with_python_defaults(table: Table, rows: Sequence[Row]) -> list[dict[str, Any]]:
-    """Copies of `rows` with the Python-side defaults (e.g. `uuid7` keys) filled in."""
-    defaulted = [
-        column
-        for column in table.columns
-        if column.default is not None and (column.default.is_callable or column.default.is_scalar)
-    ]
-    completed = []
-    for row in rows:
-        full = dict(row)
-        for column in defaulted:
-            if column.key not in full:
-                default = cast(Any, column.default)
-                full[column.key] = default.arg(None) if default.is_callable else default.arg
-        completed.append(full)
-    return completed
+def batches[T](items: Sequence[T], size: int = BATCH_SIZE) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
-def _columns(table: Table, rows: Sequence[Row]) -> list[Column[Any]]:
-    return [table.c[name] for name in rows[0]]
+def _python_defaults(table: Table, present: Sequence[str]) -> list[tuple[str, Any]]:
+    """(column, default) for the columns missing from the rows that have a Python default."""
+    missing = []
+    for column in table.columns:
+        default = cast(Any, column.default)
+        if column.key in present or default is None:
+            continue
+        if default.is_callable:
+            missing.append((column.key, partial(default.arg, None)))  # e.g. uuid7()
+        elif default.is_scalar:
+            missing.append((column.key, partial(lambda value: value, default.arg)))
+    return missing
 
 
-def unnest_select(columns: Sequence[Column[Any]], rows: Sequence[Row]) -> Select[Any]:
-    """`SELECT * FROM unnest(:a, :b, ...)` with one typed array parameter per column."""
+def as_records(table: Table, rows: Sequence[Row]) -> tuple[list[str], list[Record]]:
+    """Column names, and one tuple per row with the Python-side defaults filled in.
+
+    Every row must have the keys of the first one.
+    """
+    names = list(rows[0])
+    defaults = _python_defaults(table, names)
+    values_of = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
+    makers = [make for _, make in defaults]
+    records = [(*values_of(row), *(make() for make in makers)) for row in rows]
+    return names + [name for name, _ in defaults], records
+
+
+def unnest_select(table: Table, names: Sequence[str], records: Sequence[Record]) -> Select[Any]:
+    """`SELECT * FROM unnest(:a, :b, ...)`: one typed array parameter per column."""
+    columns = [table.c[name] for name in names]
     arrays = [
-        bindparam(
-            f"{column.key}_values", [row[column.key] for row in rows], type_=ARRAY(column.type)
-        )
-        for column in columns
+        bindparam(f"{column.key}_values", list(values), type_=ARRAY(column.type))
+        for column, values in zip(columns, zip(*records, strict=True), strict=True)
     ]
-    unnested = func.unnest(*arrays).table_valued(*(c.key for c in columns)).render_derived()
-    return select(*(unnested.c[c.key] for c in columns))
+    unnested = func.unnest(*arrays).table_valued(*names).render_derived()
+    return select(*(unnested.c[name] for name in names))
 
 
-def insert_statement(table: Table, rows: Sequence[Row]) -> Insert:
-    """`INSERT INTO table (...) SELECT ... FROM unnest(...)` for one batch of complete rows."""
-    columns = _columns(table, rows)
-    return pg_insert(table).from_select(columns, unnest_select(columns, rows))
+def insert_statement(table: Table, names: Sequence[str], records: Sequence[Record]) -> Insert:
+    """`INSERT INTO table (...) SELECT ... FROM unnest(...)` for one batch."""
+    return pg_insert(table).from_select(list(names), unnest_select(table, names, records))
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) -> int:
-    """Insert `rows` (defaults filled in) in batches of one statement each; returns the count."""
-    for batch in batches(with_python_defaults(table, rows)):
-        await session.execute(insert_statement(table, batch))
-    return len(rows)
+    """Insert `rows` (defaults filled in), one statement per batch; returns the count."""
+    if not rows:
+        return 0
+    names, records = as_records(table, rows)
+    for batch in batches(records):
+        await session.execute(insert_statement(table, names, batch))
+    return len(records)
 
 
 def upsert_statement(
     table: Table,
-    rows: Sequence[Row],
-    *,
-    conflict_columns: Sequence[str],
-    conflict_where: ColumnElement[bool] | None = None,
-    update_columns: Sequence[str],
+    names: Sequence[str],
+    records: Sequence[Record],
+    on_conflict: OnConflict,
 ) -> Insert:
     """`INSERT ... SELECT FROM unnest(...) ON CONFLICT (key) DO UPDATE`, bumping `updated_at`.
 
     `rows` must not repeat a conflict key: PostgreSQL refuses to update a row twice in one
     statement. `dedupe()` keeps the last occurrence of each key.
     """
-    stmt = insert_statement(table, rows)
-    updates: dict[str, Any] = {name: stmt.excluded[name] for name in update_columns}
+    stmt = insert_statement(table, names, records)
+    updates: dict[str, Any] = {name: stmt.excluded[name] for name in on_conflict.update}
     if "updated_at" in table.c:
         updates["updated_at"] = func.statement_timestamp()
     return stmt.on_conflict_do_update(
-        index_elements=[table.c[name] for name in conflict_columns],
-        index_where=conflict_where,
+        index_elements=[table.c[name] for name in on_conflict.columns],
+        index_where=on_conflict.where,
         set_=updates,
     )
+
+
+def upsert_statements(
+    table: Table,
+    rows: Sequence[Row],
+    on_conflict: OnConflict,
+) -> Iterator[Insert]:
+    """One upsert statement per batch; rows repeating a conflict key collapse (last wins)."""
+    if not rows:
+        return
+    names, records = as_records(table, dedupe(rows, on_conflict.columns))
+    for batch in batches(records):
+        yield upsert_statement(table, names, batch, on_conflict)
+
+
+async def upsert_rows(
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[Row],
+    on_conflict: OnConflict,
+) -> int:
+    """Upsert without loading objects back (the fast path); returns the rows written."""
+    written = 0
+    for stmt in upsert_statements(table, rows, on_conflict):
+        result = cast(CursorResult[Any], await session.execute(stmt))
+        written += result.rowcount
+    return written
 
 
 async def upsert_returning[M](
     session: AsyncSession,
     model: type[M],
     rows: Sequence[Row],
-    *,
-    conflict_columns: Sequence[str],
-    conflict_where: ColumnElement[bool] | None = None,
-    update_columns: Sequence[str],
+    on_conflict: OnConflict,
 ) -> list[M]:
-    """Upsert `rows` in batches and return the resulting ORM objects, refreshed.
-
-    Rows repeating a conflict key are collapsed first (the last one wins).
-    """
+    """Upsert and return the resulting ORM objects, refreshed in the identity map."""
     table = table_of(model)
-    complete = with_python_defaults(table, dedupe(rows, conflict_columns))
     upserted: list[M] = []
-    for batch in batches(complete):
-        stmt = upsert_statement(
-            table,
-            batch,
-            conflict_columns=conflict_columns,
-            conflict_where=conflict_where,
-            update_columns=update_columns,
-        ).returning(*table.c)
-        result = await session.scalars(
-            select(model).from_statement(stmt), execution_options={"populate_existing": True}
-        )
+    for stmt in upsert_statements(table, rows, on_conflict):
+        orm_stmt = select(model).from_statement(stmt.returning(*table.c))
+        result = await session.scalars(orm_stmt, execution_options={"populate_existing": True})
         upserted.extend(result)
     return upserted
 
@@ -143,19 +175,22 @@ async def copy_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) ->
     """COPY `rows` into `table` on the session's connection, inside its transaction."""
     if not rows:
         return 0
-    complete = with_python_defaults(table, rows)
-    names = list(complete[0])
+    names, records = as_records(table, rows)
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection  # the asyncpg connection behind SQLAlchemy's adapter
     assert driver is not None
+    if not driver.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement it
+        # runs. A COPY sent before that would autocommit, outside the unit of work.
+        await connection.execute(select(1))
     await driver.copy_records_to_table(
         table.name,
         schema_name=table.schema,
         columns=names,
-        records=[tuple(row[name] for name in names) for row in complete],
+        records=records,
     )
-    return len(complete)
+    return len(records)
 
 
 def table_of(model: type[Any]) -> Table:
