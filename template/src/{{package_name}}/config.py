@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     database_pool_size: int = 5
     database_max_overflow: int = 10
     database_echo: bool = False
+    # Behind PgBouncer in transaction pooling mode: no named prepared statements reused.
+    database_pgbouncer: bool = False
 
     @property
     def database(self) -> URL:

@@ -4,6 +4,7 @@ Repositories and query functions only `flush()`. `Database.unit_of_work()` commi
 the block succeeds and rolls back when it raises; nothing else commits.
 """
 
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -24,8 +25,18 @@ from .errors import ConcurrentModificationError, DuplicateError
 UNIQUE_VIOLATION = "23505"
 
 
-def create_engine(url: URL, **kwargs: Any) -> AsyncEngine:
-    """One engine per process (and per event loop); dispose it on shutdown."""
+def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncEngine:
+    """One engine per process (and per event loop); dispose it on shutdown.
+
+    `pgbouncer=True`: asyncpg's prepared statements break under transaction pooling, so
+    disable its statement cache and give each prepared statement a unique name.
+    """
+    if pgbouncer:
+        kwargs["connect_args"] = {
+            **kwargs.get("connect_args", {}),
+            "statement_cache_size": 0,
+            "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4()}__",
+        }
     return create_async_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -49,6 +60,7 @@ class Database:
                 pool_size=settings.database_pool_size,
                 max_overflow=settings.database_max_overflow,
                 echo=settings.database_echo,
+                pgbouncer=settings.database_pgbouncer,
             )
         )
 
