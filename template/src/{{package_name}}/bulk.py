@@ -15,7 +15,6 @@ them; server defaults (`created_at`, `updated_at`) are left to the database.
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import ColumnElement, CursorResult, Select, Table, bindparam, func, select
@@ -24,7 +23,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 Row = Mapping[str, Any]
-Record = tuple[Any, ...]
 BATCH_SIZE = 10_000
 
 
@@ -38,11 +36,6 @@ class OnConflict:
     columns: Sequence[str]
     update: Sequence[str]
     where: ColumnElement[bool] | None = None
-
-
-def batches[T](items: Sequence[T], size: int = BATCH_SIZE) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 def _python_defaults(table: Table, present: Sequence[str]) -> list[tuple[str, Any]]:
@@ -59,49 +52,61 @@ def _python_defaults(table: Table, present: Sequence[str]) -> list[tuple[str, An
     return missing
 
 
-def as_records(table: Table, rows: Sequence[Row]) -> tuple[list[str], list[Record]]:
-    """Column names, and one tuple per row with the Python-side defaults filled in.
+def as_columns(table: Table, rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:
+    """Column names, and one list of values per column, Python-side defaults filled in.
 
-    Every row must have the keys of the first one.
+    Every row must have the keys of the first one. Columns, not rows, are what both the
+    unnest arrays and the defaults need, and building them is cheap list comprehensions.
     """
     names = list(rows[0])
-    defaults = _python_defaults(table, names)
-    values_of = itemgetter(*names) if len(names) > 1 else (lambda row: (row[names[0]],))
-    makers = [make for _, make in defaults]
-    records = [(*values_of(row), *(make() for make in makers)) for row in rows]
-    return names + [name for name, _ in defaults], records
+    columns = [[row[name] for row in rows] for name in names]
+    for name, make in _python_defaults(table, names):
+        names.append(name)
+        columns.append([make() for _ in range(len(rows))])
+    return names, columns
 
 
-def unnest_select(table: Table, names: Sequence[str], records: Sequence[Record]) -> Select[Any]:
+def unnest_select(
+    table: Table, names: Sequence[str], columns: Sequence[Sequence[Any]]
+) -> Select[Any]:
     """`SELECT * FROM unnest(:a, :b, ...)`: one typed array parameter per column."""
-    columns = [table.c[name] for name in names]
     arrays = [
-        bindparam(f"{column.key}_values", list(values), type_=ARRAY(column.type))
-        for column, values in zip(columns, zip(*records, strict=True), strict=True)
+        bindparam(f"{name}_values", list(values), type_=ARRAY(table.c[name].type))
+        for name, values in zip(names, columns, strict=True)
     ]
     unnested = func.unnest(*arrays).table_valued(*names).render_derived()
     return select(*(unnested.c[name] for name in names))
 
 
-def insert_statement(table: Table, names: Sequence[str], records: Sequence[Record]) -> Insert:
+def insert_statement(
+    table: Table, names: Sequence[str], columns: Sequence[Sequence[Any]]
+) -> Insert:
     """`INSERT INTO table (...) SELECT ... FROM unnest(...)` for one batch."""
-    return pg_insert(table).from_select(list(names), unnest_select(table, names, records))
+    return pg_insert(table).from_select(list(names), unnest_select(table, names, columns))
+
+
+def column_batches(
+    columns: Sequence[Sequence[Any]], size: int = BATCH_SIZE
+) -> Iterator[list[Sequence[Any]]]:
+    """The same rows of every column, `size` rows at a time."""
+    for start in range(0, len(columns[0]), size):
+        yield [column[start : start + size] for column in columns]
 
 
 async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) -> int:
     """Insert `rows` (defaults filled in), one statement per batch; returns the count."""
     if not rows:
         return 0
-    names, records = as_records(table, rows)
-    for batch in batches(records):
+    names, columns = as_columns(table, rows)
+    for batch in column_batches(columns):
         await session.execute(insert_statement(table, names, batch))
-    return len(records)
+    return len(rows)
 
 
 def upsert_statement(
     table: Table,
     names: Sequence[str],
-    records: Sequence[Record],
+    columns: Sequence[Sequence[Any]],
     on_conflict: OnConflict,
 ) -> Insert:
     """`INSERT ... SELECT FROM unnest(...) ON CONFLICT (key) DO UPDATE`, bumping `updated_at`.
@@ -109,7 +114,7 @@ def upsert_statement(
     `rows` must not repeat a conflict key: PostgreSQL refuses to update a row twice in one
     statement. `dedupe()` keeps the last occurrence of each key.
     """
-    stmt = insert_statement(table, names, records)
+    stmt = insert_statement(table, names, columns)
     updates: dict[str, Any] = {name: stmt.excluded[name] for name in on_conflict.update}
     if "updated_at" in table.c:
         updates["updated_at"] = func.statement_timestamp()
@@ -128,8 +133,8 @@ def upsert_statements(
     """One upsert statement per batch; rows repeating a conflict key collapse (last wins)."""
     if not rows:
         return
-    names, records = as_records(table, dedupe(rows, on_conflict.columns))
-    for batch in batches(records):
+    names, columns = as_columns(table, dedupe(rows, on_conflict.columns))
+    for batch in column_batches(columns):
         yield upsert_statement(table, names, batch, on_conflict)
 
 
@@ -175,7 +180,7 @@ async def copy_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) ->
     """COPY `rows` into `table` on the session's connection, inside its transaction."""
     if not rows:
         return 0
-    names, records = as_records(table, rows)
+    names, columns = as_columns(table, rows)
     connection = await session.connection()
     raw = await connection.get_raw_connection()
     driver = raw.driver_connection  # the asyncpg connection behind SQLAlchemy's adapter
@@ -188,9 +193,9 @@ async def copy_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) ->
         table.name,
         schema_name=table.schema,
         columns=names,
-        records=records,
+        records=zip(*columns, strict=True),
     )
-    return len(records)
+    return len(rows)
 
 
 def table_of(model: type[Any]) -> Table:
