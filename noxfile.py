@@ -1,0 +1,83 @@
+"""Sessions for the template repository.
+
+    uvx nox -s tests   # the full variant matrix, validators, CLI and the new-user walk-through
+    uvx nox -s smoke   # copier's defaults only (one variant), validators and CLI: quick
+    uvx nox -s lint    # ruff on the harness itself
+
+Arguments after `--` go to pytest, e.g. `uvx nox -s tests -- -k dual_id --matrix-workers 1`.
+TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres) is the PostgreSQL
+server the variants' test suites create their databases on.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+
+import nox
+
+nox.needs_version = ">=2025.2.9"
+nox.options.default_venv_backend = "uv"
+nox.options.sessions = ["tests"]
+nox.options.reuse_venv = "yes"
+
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def pyenv_version() -> str | None:
+    """PYENV_VERSION exposing every installed CPython through pyenv's shims (global first),
+    so that uv finds python3.12 and python3.13. An exported PYENV_VERSION wins."""
+    if os.environ.get("PYENV_VERSION"):
+        return os.environ["PYENV_VERSION"]
+    pyenv = shutil.which("pyenv")
+    if pyenv is None:
+        return None
+
+    def run(*args: str) -> list[str]:
+        out = subprocess.run([pyenv, *args], capture_output=True, text=True, cwd="/", check=False)
+        return out.stdout.split()
+
+    glob = [v for v in run("global") if v != "system"]
+    versions = [
+        v for v in run("versions", "--bare", "--skip-aliases") if re.fullmatch(r"\d+\.\d+\.\d+", v)
+    ]
+    versions.sort(key=lambda v: tuple(map(int, v.split("."))), reverse=True)
+    return ":".join(glob + [v for v in versions if v not in glob]) or None
+
+
+def _env() -> dict[str, str]:
+    env = {"UV_PYTHON_DOWNLOADS": os.environ.get("UV_PYTHON_DOWNLOADS", "never")}
+    if version := pyenv_version():
+        env["PYENV_VERSION"] = version
+    env["TEST_DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
+    return env
+
+
+def _install(session: nox.Session, *groups: str) -> None:
+    for group in groups:
+        session.install(*nox.project.dependency_groups(PYPROJECT, group))
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The full variant matrix plus validators, CLI and the new-user walk-through."""
+    _install(session, "test")
+    session.run("pytest", *session.posargs, env=_env())
+
+
+@nox.session
+def smoke(session: nox.Session) -> None:
+    """Copier's defaults only (one variant), validators and CLI; no new-user walk-through."""
+    _install(session, "test")
+    session.run("pytest", "--variants=default", "-m", "not new_user", *session.posargs, env=_env())
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff on the harness (tests/ and this file)."""
+    _install(session, "lint")
+    session.run("ruff", "format", "--check", "tests", "noxfile.py")
+    session.run("ruff", "check", "tests", "noxfile.py")
