@@ -12,7 +12,7 @@ defaults (UUIDv7 keys) are filled in here, since neither INSERT ... SELECT nor C
 them; server defaults (`created_at`, `updated_at`) are left to the database.
 """
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -38,18 +38,22 @@ class OnConflict:
     where: ColumnElement[bool] | None = None
 
 
-def _python_defaults(table: Table, present: Sequence[str]) -> list[tuple[str, Any]]:
-    """(column, default) for the columns missing from the rows that have a Python default."""
-    missing = []
+def _python_defaults(table: Table, present: Sequence[str]) -> list[tuple[str, Callable[[], Any]]]:
+    """Name and value factory of each column missing from the rows that has a Python default."""
+    factories: list[tuple[str, Callable[[], Any]]] = []
     for column in table.columns:
         default = cast(Any, column.default)
         if column.key in present or default is None:
             continue
-        if default.is_callable:
-            missing.append((column.key, partial(default.arg, None)))  # e.g. uuid7()
+        if default.is_callable:  # e.g. uuid7; SQLAlchemy wraps it to take an exec context
+            factories.append((column.key, partial(default.arg, None)))
         elif default.is_scalar:
-            missing.append((column.key, partial(lambda value: value, default.arg)))
-    return missing
+            factories.append((column.key, partial(_constant, default.arg)))
+    return factories
+
+
+def _constant(value: Any) -> Any:
+    return value
 
 
 def as_columns(table: Table, rows: Sequence[Row]) -> tuple[list[str], list[list[Any]]]:

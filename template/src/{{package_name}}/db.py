@@ -5,8 +5,8 @@ the block succeeds and rolls back when it raises; nothing else commits.
 """
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from sqlalchemy.engine import URL
@@ -71,27 +71,26 @@ class Database:
         Never share the yielded session between concurrent tasks.
         """
         async with self.sessionmaker() as session:
-            try:
+            with domain_errors():
                 async with session.begin():
                     yield session
-            except StaleDataError as exc:
-                raise ConcurrentModificationError(str(exc)) from exc
-            except IntegrityError as exc:
-                raise translate_integrity_error(exc) from exc
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
-def translate_integrity_error(exc: IntegrityError) -> Exception:
-    """Turn a unique violation into the project's `DuplicateError`; keep anything else."""
-    sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-    if sqlstate == UNIQUE_VIOLATION:
-        return DuplicateError(_constraint_message(exc))
-    return exc
+@contextmanager
+def domain_errors() -> Iterator[None]:
+    """Turn the ORM's and the driver's conflict errors into the project's own.
 
-
-def _constraint_message(exc: IntegrityError) -> str:
-    detail = getattr(exc.orig, "detail", None)
-    constraint = getattr(exc.orig, "constraint_name", None)
-    return str(detail or f"unique constraint {constraint} violated")
+    Wraps every flush (`repositories.queries.flush`) and every commit (`unit_of_work`).
+    """
+    try:
+        yield
+    except StaleDataError as exc:
+        raise ConcurrentModificationError(str(exc)) from exc
+    except IntegrityError as exc:
+        if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
+            detail = getattr(exc.orig, "detail", None) or str(exc.orig)
+            raise DuplicateError(detail) from exc
+        raise
