@@ -124,13 +124,13 @@ def pyenv_version() -> str | None:
 
     The global version(s) come first, so ``python3`` stays what it was; every other installed
     ``X.Y.Z`` follows, newest first, so ``python3.12``/``python3.13`` resolve and uv finds them.
-    Returns None where there is no pyenv. An already exported PYENV_VERSION wins.
+    Returns None where there is no pyenv. Versions of an already exported PYENV_VERSION
+    come first (pyenv's own shims, e.g. for `uvx`, export a single version).
     """
-    if os.environ.get("PYENV_VERSION"):
-        return os.environ["PYENV_VERSION"]
+    exported = [v for v in os.environ.get("PYENV_VERSION", "").split(":") if v]
     pyenv = shutil.which("pyenv")
     if pyenv is None:
-        return None
+        return ":".join(exported) or None
     try:
         bare = subprocess.run(
             [pyenv, "versions", "--bare", "--skip-aliases"],
@@ -143,11 +143,11 @@ def pyenv_version() -> str | None:
             [pyenv, "global"], capture_output=True, text=True, check=True, cwd="/"
         ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return ":".join(exported) or None
     cpythons = [v for v in bare if re.fullmatch(r"\d+\.\d+\.\d+", v)]
     cpythons.sort(key=lambda v: tuple(int(p) for p in v.split(".")), reverse=True)
-    order = [v for v in glob if v != "system"] + [v for v in cpythons if v not in glob]
-    return ":".join(order) or None
+    order = [*exported, *(v for v in glob if v != "system"), *cpythons]
+    return ":".join(dict.fromkeys(order)) or None
 
 
 def find_uv() -> str:
@@ -595,6 +595,19 @@ def check_tree(root: Path) -> list[str]:
     return problems
 
 
+_FASTAPI_RE = re.compile(r"^\s*(?:from|import)\s+fastapi\b|\"fastapi\b", re.MULTILINE)
+
+
+def check_no_http_layer(root: Path) -> list[str]:
+    """With api=none, no module imports FastAPI and pyproject.toml does not depend on it."""
+    files = [*root.rglob("*.py"), root / "pyproject.toml"]
+    return [
+        f"{path.relative_to(root)}: mentions fastapi although api=none"
+        for path in files
+        if ".venv" not in path.parts and _FASTAPI_RE.search(path.read_text())
+    ]
+
+
 # --------------------------------------------------------------------------------------------
 # README commands
 # --------------------------------------------------------------------------------------------
@@ -977,6 +990,8 @@ class VariantJob(Job):
             else:
                 start = time.monotonic()
                 problems = check_tree(project)
+                if self.variant.api == "none":
+                    problems.extend(check_no_http_layer(project))
                 python_file = project / ".python-version"
                 if not python_file.is_file():
                     problems.append(".python-version: missing")
