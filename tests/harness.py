@@ -45,6 +45,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -441,6 +442,20 @@ class ProcessPool:
             procs = list(self._procs)
         for proc in procs:
             self._kill(proc)
+
+
+def report(outcome: Outcome, step: str, label: str) -> None:
+    """Turn one step of a background job into this pytest item's result."""
+    if "harness" in outcome.steps:
+        pytest.fail(f"{label}harness error:\n{outcome.steps['harness'].message}")
+    result = outcome.steps.get(step)
+    if result is None:
+        pytest.fail(f"{label}{step}: did not run ({'; '.join(outcome.notes)})")
+    if result.status == "skipped":
+        pytest.skip(f"{label}{step}: {result.message}")
+    if result.status == "failed":
+        where = f"\nlog: {result.log}" if result.log else ""
+        pytest.fail(f"{label}{step}: {result.message}{where}", pytrace=False)
 
 
 def tail(text: str, lines: int = 60) -> str:

@@ -16,14 +16,4 @@ def test_variant(
 ) -> None:
     if database_problem:
         pytest.fail(database_problem, pytrace=False)
-    outcome = matrix.outcome(variant.id)
-    if "harness" in outcome.steps:
-        pytest.fail(f"[{variant.id}] harness error:\n{outcome.steps['harness'].message}")
-    result = outcome.steps.get(step)
-    if result is None:
-        pytest.fail(f"[{variant.id}] {step}: did not run ({'; '.join(outcome.notes)})")
-    if result.status == "skipped":
-        pytest.skip(f"[{variant.id}] {step}: {result.message}")
-    if result.status == "failed":
-        where = f"\nlog: {result.log}" if result.log else ""
-        pytest.fail(f"[{variant.id}] {step}: {result.message}{where}", pytrace=False)
+    h.report(matrix.outcome(variant.id), step, f"[{variant.id}] ")

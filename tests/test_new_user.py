@@ -13,14 +13,4 @@ pytestmark = pytest.mark.new_user
 
 @pytest.mark.parametrize("step", h.NEW_USER_STEPS)
 def test_new_user(step: str, matrix: h.Runner) -> None:
-    outcome = matrix.outcome(h.NewUserJob.id)
-    if "harness" in outcome.steps:
-        pytest.fail(f"harness error:\n{outcome.steps['harness'].message}")
-    result = outcome.steps.get(step)
-    if result is None:
-        pytest.fail(f"{step}: did not run ({'; '.join(outcome.notes)})")
-    if result.status == "skipped":
-        pytest.skip(f"{step}: {result.message}")
-    if result.status == "failed":
-        where = f"\nlog: {result.log}" if result.log else ""
-        pytest.fail(f"{step}: {result.message}{where}", pytrace=False)
+    h.report(matrix.outcome(h.NewUserJob.id), step, "")
