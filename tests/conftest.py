@@ -9,10 +9,8 @@ run meanwhile. pytest-xdist is not needed and not supported.
 from __future__ import annotations
 
 import os
-import socket
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 
@@ -127,17 +125,6 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize(("variant", "step"), params, ids=ids)
 
 
-def _database_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if not parts.hostname or parts.hostname.startswith("/"):
-        return None
-    try:
-        with socket.create_connection((parts.hostname, parts.port or 5432), timeout=5):
-            return None
-    except OSError as exc:
-        return f"PostgreSQL at {parts.hostname}:{parts.port or 5432} is not reachable: {exc}"
-
-
 def _prepare(config: pytest.Config) -> h.Settings:
     """Fill in the settings that need a run directory or a uv binary (once)."""
     settings = config.stash[SETTINGS]
@@ -171,7 +158,7 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
     settings = _prepare(config)
     if variants:
-        problem = _database_problem(settings.database_url)
+        problem = h.database_problem(settings.database_url)
         if problem:
             config.stash[PROBLEM] = problem
             variants.clear()

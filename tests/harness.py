@@ -31,6 +31,7 @@ import re
 import shlex
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,6 +45,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -442,6 +444,18 @@ class ProcessPool:
             procs = list(self._procs)
         for proc in procs:
             self._kill(proc)
+
+
+def database_problem(url: str) -> str | None:
+    """Why the PostgreSQL server at `url` cannot be used, or None (sockets are not probed)."""
+    parts = urlsplit(url)
+    if not parts.hostname or parts.hostname.startswith("/"):
+        return None
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 5432), timeout=5):
+            return None
+    except OSError as exc:
+        return f"PostgreSQL at {parts.hostname}:{parts.port or 5432} is not reachable: {exc}"
 
 
 def report(outcome: Outcome, step: str, label: str) -> None:

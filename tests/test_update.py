@@ -28,14 +28,12 @@ import ast
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import yaml
@@ -393,17 +391,6 @@ def tracked_hygiene(project: Path) -> list[str]:
     return problems
 
 
-def database_problem(url: str) -> str | None:
-    parts = urlsplit(url)
-    if not parts.hostname or parts.hostname.startswith("/"):
-        return None
-    try:
-        with socket.create_connection((parts.hostname, parts.port or 5432), timeout=5):
-            return None
-    except OSError as exc:
-        return f"PostgreSQL at {parts.hostname}:{parts.port or 5432} is not reachable: {exc}"
-
-
 def prime_mypy(ws: Workspace, python: str, project: Path) -> str:
     """Start mypy from a warm cache: our previous project's, else the one kept by earlier
     runs of the matrix (read only; see harness.MypySeeds), else cold."""
@@ -428,7 +415,7 @@ def run_project_checks(ws: Workspace, project: Path, logs: Path, python: str) ->
     """The matrix's contract for a rendered project: hygiene, ``uv sync``, ruff format and
     check, mypy and pytest against TEST_DATABASE_URL. ``uv.lock`` is committed like a user
     would (it is theirs), so that the work tree stays clean for the next update."""
-    problem = database_problem(ws.settings.database_url)
+    problem = h.database_problem(ws.settings.database_url)
     if problem:
         pytest.fail(problem, pytrace=False)
     problems = tracked_hygiene(project)
