@@ -375,6 +375,16 @@ class Cancelled(Exception):
     pass
 
 
+def wait_or_kill(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """Wait for a process asked to stop; kill its process group if it does not."""
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 class ProcessPool:
     """Keeps track of running child processes so that they can be stopped on cancel."""
 
@@ -431,12 +441,7 @@ class ProcessPool:
     def _kill(proc: subprocess.Popen[bytes]) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        wait_or_kill(proc)
 
     def cancel(self) -> None:
         self.cancelled.set()
@@ -771,12 +776,7 @@ class RenderServer:
         with contextlib.suppress(OSError):
             if proc.stdin:
                 proc.stdin.close()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        wait_or_kill(proc)
         if proc.stdout:
             proc.stdout.close()
 
