@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -20,9 +21,10 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm.exc import StaleDataError
 
 from .config import Settings
-from .errors import ConcurrentModificationError, DuplicateError
+from .errors import ConcurrentModificationError, DuplicateError, InvalidDataError
 
 UNIQUE_VIOLATION = "23505"
+DATA_EXCEPTION = "22"  # SQLSTATE class: too long, out of range, invalid text
 
 
 def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncEngine:
@@ -81,16 +83,22 @@ class Database:
 
 @contextmanager
 def domain_errors() -> Iterator[None]:
-    """Turn the ORM's and the driver's conflict errors into the project's own.
+    """Turn the ORM's and the driver's errors into the project's own.
 
-    Wraps every flush (`repositories.queries.flush`) and every commit (`unit_of_work`).
+    Wraps every flush (`repositories.queries.flush`), every bulk statement and COPY
+    (`bulk`), and every commit (`unit_of_work`). COPY runs on the asyncpg connection
+    itself, so its errors arrive unwrapped: both kinds are read by their SQLSTATE.
     """
     try:
         yield
     except StaleDataError as exc:
         raise ConcurrentModificationError(str(exc)) from exc
-    except IntegrityError as exc:
-        if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
-            detail = getattr(exc.orig, "detail", None) or str(exc.orig)
-            raise DuplicateError(detail) from exc
+    except (DBAPIError, asyncpg.PostgresError) as exc:
+        error = exc.orig if isinstance(exc, DBAPIError) else exc
+        sqlstate = str(getattr(error, "sqlstate", None) or "")
+        if sqlstate == UNIQUE_VIOLATION:
+            raise DuplicateError(getattr(error, "detail", None) or str(error)) from exc
+        if sqlstate.startswith(DATA_EXCEPTION):
+            # The driver's first line says what was wrong without echoing the value.
+            raise InvalidDataError(str(error).splitlines()[0]) from exc
         raise
