@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
+import asyncpg
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -21,9 +22,15 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm.exc import StaleDataError
 
 from .config import Settings, asyncpg_connect_args
-from .errors import ConcurrentModificationError, DuplicateError
+from .errors import ConcurrentModificationError, DuplicateError, InvalidDataError
 
 UNIQUE_VIOLATION = "23505"
+DATA_EXCEPTION = "22"  # SQLSTATE class: too long, out of range, invalid text
+DATA_MESSAGES = {
+    "22001": "a value is too long for its field",
+    "22003": "a number is out of range for its field",
+    "22": "a value is not valid for its field",
+}
 
 
 def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncEngine:
@@ -110,9 +117,11 @@ class Database:
 
 @contextmanager
 def domain_errors() -> Iterator[None]:
-    """Turn the ORM's and the driver's conflict errors into the project's own.
+    """Turn the ORM's and the driver's errors into the project's own.
 
-    Wraps every flush (`repositories.queries.flush`) and every commit (`unit_of_work`).
+    Wraps every flush (`repositories.queries.flush`), every bulk statement and COPY
+    (`bulk`), and every commit (`unit_of_work`). COPY runs on the asyncpg connection
+    itself, so its errors arrive unwrapped: both kinds are read by their SQLSTATE.
     """
     try:
         yield
@@ -120,9 +129,14 @@ def domain_errors() -> Iterator[None]:
         raise ConcurrentModificationError(
             "the row was changed or removed since it was read; reload it and retry"
         ) from exc
-    except IntegrityError as exc:
-        if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
-            raise DuplicateError(_duplicate_message(getattr(exc.orig, "detail", None))) from exc
+    except (DBAPIError, asyncpg.PostgresError) as exc:
+        error = exc.orig if isinstance(exc, DBAPIError) else exc
+        sqlstate = str(getattr(error, "sqlstate", None) or "")
+        if sqlstate == UNIQUE_VIOLATION:
+            raise DuplicateError(_duplicate_message(getattr(error, "detail", None))) from exc
+        if sqlstate.startswith(DATA_EXCEPTION):
+            # Never the driver's text: some of its messages echo the value.
+            raise InvalidDataError(DATA_MESSAGES.get(sqlstate, DATA_MESSAGES["22"])) from exc
         raise
 
 
