@@ -123,7 +123,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if {"variant", "step"} <= set(metafunc.fixturenames):
         variants = metafunc.config.stash[VARIANTS]
-        params = [(v, step) for v in variants for step in h.VARIANT_STEPS]
+        params = [
+            (v, step)
+            for v in variants
+            for step in h.VARIANT_STEPS
+            if step != "embedded" or v.embedded
+        ]
         ids = [f"{v.id}-{step}" for v, step in params]
         metafunc.parametrize(("variant", "step"), params, ids=ids)
 
