@@ -52,7 +52,7 @@ def smoke(session: nox.Session) -> None:
         "pytest",
         "--variants=default",
         "-m",
-        "not new_user and not update",
+        "not new_user and not update and not project",
         *session.posargs,
         env=_env(),
     )
