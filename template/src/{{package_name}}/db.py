@@ -28,12 +28,16 @@ UNIQUE_VIOLATION = "23505"
 def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncEngine:
     """One engine per process (and per event loop); dispose it on shutdown.
 
-    `pgbouncer=True`: asyncpg's prepared statements break under transaction pooling, so
-    disable its statement cache and give each prepared statement a unique name.
+    `pgbouncer=True`: under transaction pooling each transaction may run on another server
+    connection, so a statement prepared in one transaction must never be reused in the next.
+    Both statement caches are off, SQLAlchemy's (`prepared_statement_cache_size`) and
+    asyncpg's (`statement_cache_size`), and each statement gets a unique name, so two
+    clients never clash on one server connection (SQLAlchemy's documented set-up).
     """
     if pgbouncer:
         kwargs["connect_args"] = {
             **kwargs.get("connect_args", {}),
+            "prepared_statement_cache_size": 0,
             "statement_cache_size": 0,
             "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4()}__",
         }
