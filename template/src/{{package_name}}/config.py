@@ -1,6 +1,7 @@
 """Settings, read from the environment or `.env` (pydantic-settings)."""
 
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -40,6 +41,11 @@ class Settings(BaseSettings):
     database_echo: bool = False
     # Behind PgBouncer in transaction pooling mode: no named prepared statements reused.
     database_pgbouncer: bool = False
+    # Logging (logs.py): level, json | console | auto (console on a terminal, else json),
+    # and the duration from which a statement is logged as slow.
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_slow_query_ms: float = 500
 
     @property
     def database(self) -> URL:

@@ -21,6 +21,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from .config import Settings
 from .errors import ConcurrentModificationError, DuplicateError
+from .logs import log_slow_queries
 
 UNIQUE_VIOLATION = "23505"
 
@@ -37,7 +38,8 @@ def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncE
             "statement_cache_size": 0,
             "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4()}__",
         }
-    return create_async_engine(url, pool_pre_ping=True, **kwargs)
+    # hide_parameters: bound values never appear in errors or logs (they may be secrets).
+    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
 
 
 def create_sessionmaker(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -54,15 +56,15 @@ class Database:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Database":
-        return cls(
-            create_engine(
-                settings.database,
-                pool_size=settings.database_pool_size,
-                max_overflow=settings.database_max_overflow,
-                echo=settings.database_echo,
-                pgbouncer=settings.database_pgbouncer,
-            )
+        engine = create_engine(
+            settings.database,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            echo=settings.database_echo,
+            pgbouncer=settings.database_pgbouncer,
         )
+        log_slow_queries(engine, settings.log_slow_query_ms)
+        return cls(engine)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
