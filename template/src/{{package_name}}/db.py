@@ -4,6 +4,7 @@ Repositories and query functions only `flush()`. `Database.unit_of_work()` commi
 the block succeeds and rolls back when it raises; nothing else commits.
 """
 
+import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -19,7 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.orm.exc import StaleDataError
 
-from .config import Settings
+from .config import Settings, asyncpg_connect_args
 from .errors import ConcurrentModificationError, DuplicateError
 from .logs import log_slow_queries
 
@@ -29,17 +30,31 @@ UNIQUE_VIOLATION = "23505"
 def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncEngine:
     """One engine per process (and per event loop); dispose it on shutdown.
 
+    libpq query parameters in `url` (`sslmode`, `connect_timeout`, `options`, …) become
+    asyncpg connect arguments; they take precedence over `connect_args` given here.
     `pgbouncer=True`: asyncpg's prepared statements break under transaction pooling, so
     disable its statement cache and give each prepared statement a unique name.
     """
+    url, from_url = asyncpg_connect_args(url)
+    connect_args: dict[str, Any] = kwargs.pop("connect_args", {})
+    server_settings = {
+        **connect_args.get("server_settings", {}),
+        **from_url.get("server_settings", {}),
+    }
+    connect_args = {**connect_args, **from_url}
+    if server_settings:
+        connect_args["server_settings"] = server_settings
     if pgbouncer:
-        kwargs["connect_args"] = {
-            **kwargs.get("connect_args", {}),
-            "statement_cache_size": 0,
-            "prepared_statement_name_func": lambda: f"__asyncpg_{uuid.uuid4()}__",
-        }
+        connect_args["statement_cache_size"] = 0
+        connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
     # hide_parameters: bound values never appear in errors or logs (they may be secrets).
-    return create_async_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
+    return create_async_engine(
+        url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args, **kwargs
+    )
+
+
+def _milliseconds(seconds: float) -> str:
+    return str(round(seconds * 1000))
 
 
 def create_sessionmaker(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
@@ -56,12 +71,28 @@ class Database:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Database":
+        statement_timeout = settings.database_statement_timeout
+        connect_args = {
+            "timeout": settings.database_connect_timeout,
+            # Client side: a hung server or network fails the statement instead of the
+            # request waiting forever; one second after the server's own limit.
+            "command_timeout": statement_timeout + 1 if statement_timeout else None,
+            "server_settings": {
+                "statement_timeout": _milliseconds(statement_timeout),
+                "lock_timeout": _milliseconds(settings.database_lock_timeout),
+                "idle_in_transaction_session_timeout": _milliseconds(
+                    settings.database_idle_in_transaction_timeout
+                ),
+            },
+        }
         engine = create_engine(
             settings.database,
             pool_size=settings.database_pool_size,
             max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout,
             echo=settings.database_echo,
             pgbouncer=settings.database_pgbouncer,
+            connect_args=connect_args,
         )
         log_slow_queries(engine, settings.log_slow_query_ms)
         return cls(engine)
@@ -90,9 +121,19 @@ def domain_errors() -> Iterator[None]:
     try:
         yield
     except StaleDataError as exc:
-        raise ConcurrentModificationError(str(exc)) from exc
+        raise ConcurrentModificationError(
+            "the row was changed or removed since it was read; reload it and retry"
+        ) from exc
     except IntegrityError as exc:
         if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
-            detail = getattr(exc.orig, "detail", None) or str(exc.orig)
-            raise DuplicateError(detail) from exc
+            raise DuplicateError(_duplicate_message(getattr(exc.orig, "detail", None))) from exc
         raise
+
+
+def _duplicate_message(detail: str | None) -> str:
+    """`Key (email)=(a@x.com) already exists.` -> `email is already taken`: the column names,
+    never the value, the table or the constraint."""
+    columns = re.match(r"Key \((.+?)\)=", detail or "")
+    if columns is None:
+        return "a unique value is already taken"
+    return f"{columns.group(1)} is already taken"

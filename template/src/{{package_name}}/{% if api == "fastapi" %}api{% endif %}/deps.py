@@ -23,4 +23,8 @@ async def get_session(
         yield session
 
 
-Session = Annotated[AsyncSession, Depends(get_session)]
+# scope="function": the unit of work ends (commit or rollback) when the handler returns,
+# BEFORE the response is sent. A failed commit then reaches the error handlers like any
+# other error, and a client that got a 2xx finds the write on its next request. (FastAPI's
+# default for `yield` dependencies runs their exit code after the response is sent.)
+Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
