@@ -27,6 +27,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from .config import Settings, asyncpg_connect_args
 from .errors import ConcurrentModificationError, DuplicateError, InvalidDataError
+from .logs import log_slow_queries
 
 UNIQUE_VIOLATION = "23505"
 DATA_EXCEPTION = "22"  # SQLSTATE class: too long, out of range, invalid text
@@ -61,7 +62,10 @@ def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncE
         connect_args["prepared_statement_cache_size"] = 0
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
-    return create_async_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+    # hide_parameters: bound values never appear in errors or logs (they may be secrets).
+    return create_async_engine(
+        url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args, **kwargs
+    )
 
 
 def _milliseconds(seconds: float) -> str:
@@ -98,17 +102,17 @@ class Database:
                 ),
             },
         }
-        return cls(
-            create_engine(
-                settings.database,
-                pool_size=settings.database_pool_size,
-                max_overflow=settings.database_max_overflow,
-                pool_timeout=settings.database_pool_timeout,
-                echo=settings.database_echo,
-                pgbouncer=settings.database_pgbouncer,
-                connect_args=connect_args,
-            )
+        engine = create_engine(
+            settings.database,
+            pool_size=settings.database_pool_size,
+            max_overflow=settings.database_max_overflow,
+            pool_timeout=settings.database_pool_timeout,
+            echo=settings.database_echo,
+            pgbouncer=settings.database_pgbouncer,
+            connect_args=connect_args,
         )
+        log_slow_queries(engine, settings.log_slow_query_ms)
+        return cls(engine)
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
