@@ -42,6 +42,9 @@ class OnConflict:
     columns: Sequence[str]
     update: Sequence[str]
     where: ColumnElement[bool] | None = None
+    # The unique index's expressions when it is not on the plain columns, e.g.
+    # `[func.lower(User.email)]`; rows are still deduplicated on the exact `columns`.
+    target: Sequence[ColumnElement[Any]] | None = None
 
 
 def _python_defaults(table: Table, present: Sequence[str]) -> list[tuple[str, Callable[[], Any]]]:
@@ -144,7 +147,7 @@ def upsert_statement(
     if "updated_at" in table.c:
         updates["updated_at"] = func.statement_timestamp()
     return stmt.on_conflict_do_update(
-        index_elements=[table.c[name] for name in on_conflict.columns],
+        index_elements=on_conflict.target or [table.c[name] for name in on_conflict.columns],
         index_where=on_conflict.where,
         set_=updates,
     )

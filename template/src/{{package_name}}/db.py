@@ -30,6 +30,7 @@ from .errors import ConcurrentModificationError, DuplicateError, InvalidDataErro
 from .logs import log_slow_queries
 
 UNIQUE_VIOLATION = "23505"
+CARDINALITY_VIOLATION = "21000"  # an upsert batch hits one row twice (emails differing in case)
 DATA_EXCEPTION = "22"  # SQLSTATE class: too long, out of range, invalid text
 DATA_MESSAGES = {
     "22001": "a value is too long for its field",
@@ -238,6 +239,8 @@ def domain_errors() -> Iterator[None]:
         sqlstate = str(getattr(error, "sqlstate", None) or "")
         if sqlstate == UNIQUE_VIOLATION:
             raise DuplicateError(_duplicate_message(getattr(error, "detail", None))) from exc
+        if sqlstate == CARDINALITY_VIOLATION:
+            raise InvalidDataError("one batch names the same row twice") from exc
         if sqlstate.startswith(DATA_EXCEPTION):
             # Never the driver's text: some of its messages echo the value.
             raise InvalidDataError(DATA_MESSAGES.get(sqlstate, DATA_MESSAGES["22"])) from exc
@@ -250,4 +253,7 @@ def _duplicate_message(detail: str | None) -> str:
     columns = re.match(r"Key \((.+?)\)=", detail or "")
     if columns is None:
         return "a unique value is already taken"
-    return f"{columns.group(1)} is already taken"
+    # An expression index names its expression: `lower(email::text)` -> `email`.
+    names = re.sub(r"::[\w ]+", "", columns.group(1))
+    names = re.sub(r"\b\w+\((.*?)\)", r"\1", names)
+    return f"{names} is already taken"
