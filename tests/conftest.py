@@ -1,6 +1,6 @@
 """pytest plumbing for the template's tests: options, the shared matrix runner, the summary.
 
-The variant matrix and the new-user walk-through are run by one ``harness.Runner`` that is
+The variant matrix is run by one ``harness.Runner`` that is
 started as soon as collection is over, on ``--matrix-workers`` threads (default: one per
 core). Each test item then waits for the step it reports on, so quick tests (validators, CLI)
 run meanwhile. pytest-xdist is not needed and not supported.
@@ -153,28 +153,20 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     if config.option.collectonly or getattr(config, "workerinput", None) is not None:
         return
     variants: dict[str, h.Variant] = {}
-    new_user = False
     for item in session.items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "variant" in callspec.params:
             variant = callspec.params["variant"]
             variants.setdefault(variant.id, variant)
-        if item.get_closest_marker("new_user"):
-            new_user = True
-    if not variants and not new_user:
+    if not variants:
         return
 
     settings = _prepare(config)
-    if variants:
-        problem = h.database_problem(settings.database_url)
-        if problem:
-            config.stash[PROBLEM] = problem
-            variants.clear()
-            if not new_user:
-                return
+    problem = h.database_problem(settings.database_url)
+    if problem:
+        config.stash[PROBLEM] = problem
+        return
     jobs: list[h.Job] = [h.VariantJob(v) for v in variants.values()]
-    if new_user:
-        jobs.append(h.NewUserJob())
     runner = h.Runner(settings, jobs)
     config.stash[RUNNER] = runner
     runner.start()
@@ -187,8 +179,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and "variant" in callspec.params:
             return 1 + position.get(callspec.params["variant"].id, len(position))
-        if item.get_closest_marker("new_user"):
-            return 1 + position.get(h.NewUserJob.id, len(position))
         return 0
 
     session.items.sort(key=key)
@@ -221,6 +211,31 @@ def render(settings: h.Settings, tmp_path: Path) -> Render:
         return dst
 
     return render
+
+
+LATER_CHANGE = "A later template change."
+
+
+def template_repository(settings: h.Settings, dst: Path) -> Path:
+    """The template under test (its working tree) as a git repository with one commit and,
+    like a clone of this repository, no tags."""
+    from test_update import commit_all, git, working_tree_files
+
+    for rel in working_tree_files(settings.template_src):
+        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+        (dst / rel).write_bytes((settings.template_src / rel).read_bytes())
+    git(dst, "init", "-q", env=settings.env)
+    commit_all(dst, "template: the tree under test", settings.env)
+    return dst
+
+
+def commit_template_change(repo: Path, env: dict[str, str]) -> None:
+    """A later commit of the template: one line at the end of the generated README."""
+    from test_update import commit_all
+
+    readme = repo / "template" / "README.md.jinja"
+    readme.write_text(readme.read_text() + f"\n{LATER_CHANGE}\n")
+    commit_all(repo, "template: a later change", env)
 
 
 @pytest.fixture(scope="session")

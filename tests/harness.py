@@ -13,7 +13,7 @@ Sharing, so that the matrix stays fast on 2 cores:
   environment per worker and Python version (``UV_PROJECT_ENVIRONMENT``) that ``uv sync``
   re-syncs *exactly* for each variant, so that installs are incremental and byte code is
   compiled once per worker, not once per variant (``--fresh-venvs`` gives each its own
-  ``.venv``; the new-user walk-through always uses the project's ``.venv``);
+  ``.venv``);
 * mypy: seeded caches (see ``MypySeeds``): third-party packages are analysed once per Python
   version (and kept between runs), the project's own modules every time. No two processes
   ever write to the same cache.
@@ -41,7 +41,7 @@ import tokenize
 import tomllib
 import traceback
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,6 @@ BLOCKED_BY: dict[str, tuple[str, ...]] = {
     "pytest": ("render", "sync"),
     "embedded": ("render", "sync"),
 }
-NEW_USER_STEPS = ("render", "readme", "install", "test")
 
 # Variables that would make a rendered project's tools look somewhere else than the project.
 _DROPPED_ENV = (
@@ -359,7 +358,7 @@ class StepResult:
 
 @dataclass
 class Outcome:
-    """Everything one job (a variant, or the new-user walk-through) produced."""
+    """Everything one variant's job produced."""
 
     id: str
     steps: dict[str, StepResult] = field(default_factory=dict)
@@ -661,10 +660,12 @@ _FENCE_RE = re.compile(
 )
 
 
-def readme_commands(markdown: str) -> list[str]:
-    """The commands of every ```bash block of a README (comments and prompts stripped)."""
-    commands: list[str] = []
+def readme_blocks(markdown: str) -> list[list[str]]:
+    """The commands of each ```bash block of a README (comments and prompts stripped,
+    continuation lines joined), one list per block."""
+    blocks: list[list[str]] = []
     for block in _FENCE_RE.findall(markdown):
+        commands: list[str] = []
         pending = ""
         for raw in block.splitlines():
             line = raw.strip()
@@ -679,17 +680,8 @@ def readme_commands(markdown: str) -> list[str]:
             pending = ""
         if pending.strip():
             commands.append(pending.strip())
-    return commands
-
-
-def pick_command(commands: Iterable[str], *prefixes: str) -> str | None:
-    for command in commands:
-        words = command.split()
-        for prefix in prefixes:
-            want = prefix.split()
-            if words[: len(want)] == want:
-                return command
-    return None
+        blocks.append(commands)
+    return blocks
 
 
 # --------------------------------------------------------------------------------------------
@@ -1088,7 +1080,8 @@ class VariantJob(Job):
             result = command(
                 "pytest",
                 [runner.uv, "run", "pytest"],
-                # A shorter schemathesis run per variant; the new-user run keeps the default.
+                # A shorter schemathesis run per variant; the new-user walk-through keeps the
+                # default.
                 {"TEST_DATABASE_URL": s.database_url, "FUZZ_EXAMPLES": "10"},
             )
             if result.status != "skipped":
@@ -1115,81 +1108,6 @@ class VariantJob(Job):
         return outcome
 
 
-class NewUserJob(Job):
-    """`copier copy --defaults` into a clean directory, then the README's install and test
-    commands, with no database URL in the environment (the self-provisioned path)."""
-
-    id = "new-user"
-
-    def run(self, runner: Runner, slot: int) -> Outcome:
-        s = runner.settings
-        outcome = Outcome(self.id)
-        work = s.renders_dir / self.id
-        if work.exists():
-            shutil.rmtree(work)
-        logs = work / "logs"
-        logs.mkdir(parents=True)
-        project = work / "my-project"
-        outcome.project = project
-        env = dict(s.env)  # base env has neither TEST_DATABASE_URL nor DATABASE_URL
-        steps = outcome.steps
-
-        def shell(step: str, cmd: Sequence[str], cwd: Path) -> StepResult:
-            rc, seconds, text = runner.procs.run(
-                cmd, cwd=cwd, env=env, log=logs / f"{step}.log", timeout=1200
-            )
-            ok = rc == 0
-            message = "" if ok else f"`{shlex.join(cmd)}` exited {rc}:\n{tail(text)}"
-            steps[step] = StepResult(step, "passed" if ok else "failed", seconds, message)
-            steps[step].log = logs / f"{step}.log"
-            return steps[step]
-
-        render = shell("render", copier_cli(s.template_src, project, s.template_ref), work)
-        if not render.ok:
-            for step in NEW_USER_STEPS[1:]:
-                steps[step] = StepResult(step, "skipped", message="not run: render failed")
-            return outcome
-
-        python = read_answers(project).get("python_version")
-        outcome.python = str(python) if python else None
-        readme = project / "README.md"
-        commands = readme_commands(readme.read_text(encoding="utf-8")) if readme.is_file() else []
-        install = pick_command(commands, "uv sync")
-        test = pick_command(commands, "uv run pytest")
-        missing = [
-            what
-            for what, cmd in (("install (`uv sync`)", install), ("test (`uv run pytest`)", test))
-            if cmd is None
-        ]
-        steps["readme"] = StepResult(
-            "readme",
-            "failed" if missing else "passed",
-            message=(
-                f"README.md gives no {' and no '.join(missing)} command in a ```bash block; "
-                f"commands found: {commands!r}"
-                if missing
-                else ""
-            ),
-            extra={"install": install, "test": test},
-        )
-        if install is None or test is None:
-            for step in NEW_USER_STEPS[2:]:
-                steps[step] = StepResult(step, "skipped", message="not run: README")
-            return outcome
-        outcome.notes.append(f"README commands: {install!r}, {test!r}")
-        result = shell("install", ["bash", "-euo", "pipefail", "-c", install], project)
-        if not result.ok:
-            steps["test"] = StepResult("test", "skipped", message="not run: install failed")
-            return outcome
-        result = shell("test", ["bash", "-euo", "pipefail", "-c", test], project)
-        text = result.log.read_text(errors="replace") if result.log else ""
-        result.extra["counts"] = counts = parse_pytest_summary(text)
-        if result.ok and not counts.get("passed"):
-            result.status = "failed"
-            result.message = f"the README's test command passed no test:\n{tail(text)}"
-        return outcome
-
-
 class Runner:
     """Runs jobs on ``settings.workers`` threads; ``outcome(id)`` waits for one of them."""
 
@@ -1204,13 +1122,11 @@ class Runner:
         variant_jobs = [j for j in jobs if isinstance(j, VariantJob)]
         self.seeds.plan(variant_jobs)
 
-        # Longest first: the mypy seed producers, the new-user walk-through (nothing of its
-        # install is shared), the FastAPI variants (most tests), then the rest in given order.
+        # Longest first: the mypy seed producers, the FastAPI variants (most tests), then the
+        # rest in given order.
         def rank(job: Job) -> int:
             if self.seeds.is_producer(job.id):
                 return 0
-            if isinstance(job, NewUserJob):
-                return 1
             return 2 if isinstance(job, VariantJob) and job.variant.api == "fastapi" else 3
 
         self._pending: list[Job] = sorted(jobs, key=rank)
@@ -1300,18 +1216,13 @@ def summary_table(outcomes: Sequence[Outcome]) -> list[str]:
         extra = {"cold": "*", "kept": "+"}.get(result.extra.get("cache", ""), "")
         return f"{mark} {result.seconds:.0f}s{extra}"
 
-    # The new-user walk-through shares the columns: readme under hygiene, install under sync.
-    aliases = {"hygiene": "readme", "sync": "install", "pytest": "test"}
     header = ["job", "py", *VARIANT_STEPS, "tests", "total"]
     rows = [header]
     for outcome in outcomes:
         if "harness" in outcome.steps:
             cells = ["HARNESS ERROR", *[""] * (len(VARIANT_STEPS) - 1)]
         else:
-            cells = [
-                cell(outcome, step if step in outcome.steps else aliases.get(step, step))
-                for step in VARIANT_STEPS
-            ]
+            cells = [cell(outcome, step) for step in VARIANT_STEPS]
         rows.append(
             [
                 outcome.id,

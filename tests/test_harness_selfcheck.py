@@ -75,7 +75,7 @@ def test_parse_pytest_summary(output: str, counts: dict[str, int]) -> None:
     assert h.parse_pytest_summary(output) == counts
 
 
-def test_readme_commands() -> None:
+def test_readme_blocks() -> None:
     readme = """# X
 
 ```bash
@@ -90,11 +90,12 @@ uv run alembic \\
 uv sync --not-this-one
 ```
 """
-    commands = h.readme_commands(readme)
-    assert commands == ["uv sync", "uv run pytest -q", "uv run alembic upgrade head"]
-    assert h.pick_command(commands, "uv run pytest") == "uv run pytest -q"
-    assert h.pick_command(commands, "uv sync") == "uv sync"
-    assert h.pick_command(commands, "make test") is None
+    blocks = h.readme_blocks(readme)
+    assert [c for block in blocks for c in block] == [
+        "uv sync",
+        "uv run pytest -q",
+        "uv run alembic upgrade head",
+    ]
 
 
 HYGIENE_CASES = [

@@ -20,7 +20,8 @@ from pathlib import Path
 import pexpect
 import pytest
 import yaml
-from test_update import commit_all, git, status, working_tree_files
+from conftest import commit_template_change, template_repository
+from test_update import commit_all, git, status
 
 import harness as h
 
@@ -54,16 +55,9 @@ def template(
     settings: h.Settings, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, str]:
     """The template under test as an untagged git repository; returns (path, first commit)."""
-    dst = tmp_path_factory.mktemp("locked") / "template"
-    for rel in working_tree_files(settings.template_src):
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        (dst / rel).write_bytes((settings.template_src / rel).read_bytes())
-    git(dst, "init", "-q", env=env)
-    commit_all(dst, "template: the tree under test", env)
+    dst = template_repository(settings, tmp_path_factory.mktemp("locked") / "template")
     first = git(dst, "rev-parse", "HEAD").strip()
-    readme = dst / "template" / "README.md.jinja"
-    readme.write_text(readme.read_text() + "\nA later template change.\n")
-    commit_all(dst, "template: a later change", env)
+    commit_template_change(dst, env)
     return dst, first
 
 
