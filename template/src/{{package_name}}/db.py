@@ -128,16 +128,17 @@ class Database:
                 ),
             },
         }
+        options: dict[str, Any] = {
+            "pool_size": settings.database_pool_size,
+            "max_overflow": settings.database_max_overflow,
+            "pool_timeout": settings.database_pool_timeout,
+            "echo": settings.database_echo,
+            "pgbouncer": settings.database_pgbouncer,
+            "connect_args": connect_args,
+        }
         return cls(
-            create_engine(
-                settings.database,
-                pool_size=settings.database_pool_size,
-                max_overflow=settings.database_max_overflow,
-                pool_timeout=settings.database_pool_timeout,
-                echo=settings.database_echo,
-                pgbouncer=settings.database_pgbouncer,
-                connect_args=connect_args,
-            )
+            create_engine(settings.database, **options),
+            [create_engine(replica, **options) for replica in settings.replicas],
         )
 
     @asynccontextmanager
