@@ -46,13 +46,13 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def smoke(session: nox.Session) -> None:
     """Copier's defaults only (one variant), validators and CLI; no new-user walk-through and
-    no update scenarios."""
+    no update scenarios, no production replay."""
     _install(session, "test")
     session.run(
         "pytest",
         "--variants=default",
         "-m",
-        "not new_user and not update",
+        "not new_user and not update and not project and not production",
         *session.posargs,
         env=_env(),
     )

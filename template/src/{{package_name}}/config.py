@@ -2,7 +2,7 @@
 
 import ssl
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -176,6 +176,11 @@ class OptionalSettings(BaseSettings):
     # Streaming replicas of DATABASE_URL's server, a JSON list of URLs: read-only units of
     # work go to one that has caught up with the client (`Database.read_only_unit_of_work`).
     database_replica_urls: list[SecretStr] = []
+    # Logging (logs.py): level, json | console | auto (console on a terminal, else json),
+    # and the duration from which a statement is logged as slow.
+    log_level: str = "INFO"
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_slow_query_ms: float = 500
 
     # Larger request bodies are refused with 413 before they are read whole.
     http_max_body_size: int = 1_048_576

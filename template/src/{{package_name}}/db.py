@@ -12,9 +12,10 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 from sqlalchemy import TextClause, event, func, select, text
 from sqlalchemy.engine import URL, Connection
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -26,9 +27,16 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from .config import Settings, asyncpg_connect_args
-from .errors import ConcurrentModificationError, DuplicateError
+from .errors import ConcurrentModificationError, DuplicateError, InvalidDataError
+from .logs import log_slow_queries
 
 UNIQUE_VIOLATION = "23505"
+DATA_EXCEPTION = "22"  # SQLSTATE class: too long, out of range, invalid text
+DATA_MESSAGES = {
+    "22001": "a value is too long for its field",
+    "22003": "a number is out of range for its field",
+    "22": "a value is not valid for its field",
+}
 
 
 def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncEngine:
@@ -70,7 +78,10 @@ def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncE
         }
     if server_settings:
         connect_args["server_settings"] = server_settings
-    return create_async_engine(url, pool_pre_ping=True, connect_args=connect_args, **kwargs)
+    # hide_parameters: bound values never appear in errors or logs (they may be secrets).
+    return create_async_engine(
+        url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args, **kwargs
+    )
 
 
 # The startup parameters PgBouncer passes on to the server (the ones it tracks).
@@ -136,10 +147,10 @@ class Database:
             "pgbouncer": settings.database_pgbouncer,
             "connect_args": connect_args,
         }
-        return cls(
-            create_engine(settings.database, **options),
-            [create_engine(replica, **options) for replica in settings.replicas],
-        )
+        engines = [create_engine(url, **options) for url in [settings.database, *settings.replicas]]
+        for engine in engines:
+            log_slow_queries(engine, settings.log_slow_query_ms)
+        return cls(engines[0], engines[1:])
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:
@@ -248,9 +259,11 @@ class ReadPosition:
 
 @contextmanager
 def domain_errors() -> Iterator[None]:
-    """Turn the ORM's and the driver's conflict errors into the project's own.
+    """Turn the ORM's and the driver's errors into the project's own.
 
-    Wraps every flush (`repositories.queries.flush`) and every commit (`unit_of_work`).
+    Wraps every flush (`repositories.queries.flush`), every bulk statement and COPY
+    (`bulk`), and every commit (`unit_of_work`). COPY runs on the asyncpg connection
+    itself, so its errors arrive unwrapped: both kinds are read by their SQLSTATE.
     """
     try:
         yield
@@ -258,9 +271,14 @@ def domain_errors() -> Iterator[None]:
         raise ConcurrentModificationError(
             "the row was changed or removed since it was read; reload it and retry"
         ) from exc
-    except IntegrityError as exc:
-        if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
-            raise DuplicateError(_duplicate_message(getattr(exc.orig, "detail", None))) from exc
+    except (DBAPIError, asyncpg.PostgresError) as exc:
+        error = exc.orig if isinstance(exc, DBAPIError) else exc
+        sqlstate = str(getattr(error, "sqlstate", None) or "")
+        if sqlstate == UNIQUE_VIOLATION:
+            raise DuplicateError(_duplicate_message(getattr(error, "detail", None))) from exc
+        if sqlstate.startswith(DATA_EXCEPTION):
+            # Never the driver's text: some of its messages echo the value.
+            raise InvalidDataError(DATA_MESSAGES.get(sqlstate, DATA_MESSAGES["22"])) from exc
         raise
 
 
