@@ -173,6 +173,9 @@ class OptionalSettings(BaseSettings):
     database_pgbouncer: bool = False
     # Direct connection for Alembic (past PgBouncer); unset: migrations use DATABASE_URL.
     database_migration_url: SecretStr | None = None
+    # Streaming replicas of DATABASE_URL's server, a JSON list of URLs: read-only units of
+    # work go to one that has caught up with the client (`Database.read_only_unit_of_work`).
+    database_replica_urls: list[SecretStr] = []
     # Logging (logs.py): level, json | console | auto (console on a terminal, else json),
     # and the duration from which a statement is logged as slow.
     log_level: str = "INFO"
@@ -200,6 +203,17 @@ class Settings(OptionalSettings):
     @property
     def database(self) -> URL:
         return async_database_url(self.database_url.get_secret_value())
+
+    @field_validator("database_replica_urls")
+    @classmethod
+    def _parseable_replicas(cls, value: list[SecretStr]) -> list[SecretStr]:
+        for url in value:
+            async_database_url(url.get_secret_value())  # refused at startup, password unshown
+        return value
+
+    @property
+    def replicas(self) -> list[URL]:
+        return [async_database_url(url.get_secret_value()) for url in self.database_replica_urls]
 
     @property
     def migration_database(self) -> URL:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
-from sqlalchemy import TextClause, text
-from sqlalchemy.engine import URL
+from sqlalchemy import TextClause, event, func, select, text
+from sqlalchemy.engine import URL, Connection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from .config import Settings, asyncpg_connect_args
@@ -49,6 +50,10 @@ def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncE
     Both statement caches are off, SQLAlchemy's (`prepared_statement_cache_size`) and
     asyncpg's (`statement_cache_size`), and each statement gets a unique name, so two
     clients never clash on one server connection (SQLAlchemy's documented set-up).
+    PgBouncer refuses startup parameters it does not track (`statement_timeout`, …), and
+    a session `SET` would stay behind on a server connection other clients then get: such
+    settings are applied to each ORM session's transaction instead (`set_config(…, true)`,
+    one more round trip per transaction).
     """
     url, from_url = asyncpg_connect_args(url)
     connect_args: dict[str, Any] = kwargs.pop("connect_args", {})
@@ -57,16 +62,48 @@ def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncE
         **from_url.get("server_settings", {}),
     }
     connect_args = {**connect_args, **from_url}
-    if server_settings:
-        connect_args["server_settings"] = server_settings
+    connect_args.pop("server_settings", None)
     if pgbouncer:
         connect_args["prepared_statement_cache_size"] = 0
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
+        per_transaction = {
+            name: value
+            for name, value in server_settings.items()
+            if name.lower() not in PGBOUNCER_STARTUP_PARAMETERS
+        }
+        server_settings = {k: v for k, v in server_settings.items() if k not in per_transaction}
+        kwargs["execution_options"] = {
+            **kwargs.get("execution_options", {}),
+            TRANSACTION_SETTINGS: per_transaction,
+        }
+    if server_settings:
+        connect_args["server_settings"] = server_settings
     # hide_parameters: bound values never appear in errors or logs (they may be secrets).
     return create_async_engine(
         url, pool_pre_ping=True, hide_parameters=True, connect_args=connect_args, **kwargs
     )
+
+
+# The startup parameters PgBouncer passes on to the server (the ones it tracks).
+PGBOUNCER_STARTUP_PARAMETERS = {
+    "application_name",
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "standard_conforming_strings",
+}
+# Execution option: server settings to set at the start of every session's transaction.
+TRANSACTION_SETTINGS = "transaction_settings"
+
+
+@event.listens_for(Session, "after_begin")
+def _apply_transaction_settings(_: Session, __: Any, connection: Connection) -> None:
+    settings: dict[str, str] = connection.get_execution_options().get(TRANSACTION_SETTINGS, {})
+    if settings:
+        connection.execute(
+            select(*(func.set_config(name, value, True) for name, value in settings.items()))
+        )
 
 
 def _milliseconds(seconds: float) -> str:
@@ -103,17 +140,18 @@ class Database:
                 ),
             },
         }
-        engine = create_engine(
-            settings.database,
-            pool_size=settings.database_pool_size,
-            max_overflow=settings.database_max_overflow,
-            pool_timeout=settings.database_pool_timeout,
-            echo=settings.database_echo,
-            pgbouncer=settings.database_pgbouncer,
-            connect_args=connect_args,
-        )
-        log_slow_queries(engine, settings.log_slow_query_ms)
-        return cls(engine)
+        options: dict[str, Any] = {
+            "pool_size": settings.database_pool_size,
+            "max_overflow": settings.database_max_overflow,
+            "pool_timeout": settings.database_pool_timeout,
+            "echo": settings.database_echo,
+            "pgbouncer": settings.database_pgbouncer,
+            "connect_args": connect_args,
+        }
+        engines = [create_engine(url, **options) for url in [settings.database, *settings.replicas]]
+        for engine in engines:
+            log_slow_queries(engine, settings.log_slow_query_ms)
+        return cls(engines[0], engines[1:])
 
     @asynccontextmanager
     async def unit_of_work(self) -> AsyncIterator[AsyncSession]:

@@ -5,8 +5,14 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..db import Database
+from ..db import Database, ReadPosition
+
+# The client's read position (see `db.ReadPosition`): the WAL position it has written or
+# read up to, in PostgreSQL's `X/Y` notation.
+POSITION_COOKIE = "db_position"
 
 
 def get_database(request: Request) -> Database:
@@ -15,12 +21,48 @@ def get_database(request: Request) -> Database:
 
 
 async def get_session(
-    database: Annotated[Database, Depends(get_database)],
+    database: Annotated[Database, Depends(get_database)], request: Request
 ) -> AsyncIterator[AsyncSession]:
     """The request's unit of work: committed when the handler returns, rolled back if it
-    raises. Handlers never commit."""
-    async with database.unit_of_work() as session:
+    raises. Handlers never commit.
+
+    With read replicas (`DATABASE_REPLICA_URLS`), a GET or HEAD request only reads: it runs
+    read-only on a replica that has caught up with the client's position (the
+    `POSITION_COOKIE` cookie), else on the primary; every other request runs on the
+    primary. The response's cookie covers what the request wrote or read.
+    """
+    if not database.replicas:
+        async with database.unit_of_work() as session:
+            yield session
+        return
+    position = ReadPosition.parse(request.cookies.get(POSITION_COOKIE))
+    if request.method in {"GET", "HEAD"}:
+        unit_of_work = database.read_only_unit_of_work(position)
+    else:
+        unit_of_work = database.tracked_unit_of_work(position)
+    async with unit_of_work as session:
         yield session
+    # After the commit; `ReadPositionCookie` sends it (the response is built by now).
+    request.state.read_position = position
+
+
+class ReadPositionCookie:
+    """ASGI middleware: sends the position `get_session` left in the request's state as the
+    `POSITION_COOKIE` cookie. (Headers a dependency sets on FastAPI's `Response` after its
+    `yield` are not sent: the response is already built when its exit code runs.)"""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_cookie(message: Message) -> None:
+            position = scope.get("state", {}).get("read_position")
+            if message["type"] == "http.response.start" and position is not None:
+                cookie = f"{POSITION_COOKIE}={position}; HttpOnly; Path=/; SameSite=lax"
+                MutableHeaders(scope=message).append("set-cookie", cookie)
+            await send(message)
+
+        await self.app(scope, receive, send_with_cookie)
 
 
 # scope="function": the unit of work ends (commit or rollback) when the handler returns,
