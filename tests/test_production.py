@@ -25,7 +25,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-import warnings
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -72,16 +71,14 @@ def sh(
 
 
 def render(settings: h.Settings, dst: Path, answers: Mapping[str, object]) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        copier.run_copy(
-            str(settings.template_src),
-            dst,
-            data=dict(answers),
-            defaults=True,
-            vcs_ref=settings.template_ref,
-            quiet=True,
-        )
+    copier.run_copy(
+        str(settings.template_src),
+        dst,
+        data=dict(answers),
+        defaults=True,
+        vcs_ref=settings.template_ref,
+        quiet=True,
+    )
     # What the README asks of a new project: a git repository and a uv.lock (`uv lock`).
     sh(["git", "init", "-q"], dst, settings.env)
     sh(["uv", "lock", "-q"], dst, settings.env)
@@ -398,6 +395,7 @@ def test_ci_workflow_run_steps_pass(
 def test_template_update_step_tells_when_a_newer_template_exists(
     settings: h.Settings, tmp_path: Path
 ) -> None:
+    """A clone of this template's committed HEAD, tagged 1.0.0, then 1.1.0."""
     template = tmp_path / "template"
     sh(["git", "clone", "-q", str(settings.template_src), str(template)], tmp_path, settings.env)
     sh(["git", "tag", "1.0.0"], template, settings.env)
