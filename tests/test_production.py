@@ -359,8 +359,10 @@ def test_container_build_migrate_and_start_replayed(
     finally:
         os.killpg(server.pid, 15)
         output, _ = server.communicate(timeout=30)
-    access = [json.loads(line) for line in output.splitlines() if f'"{package}.access"' in line]
+    lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == f"{package}.access"]
     assert any(line.get("request_id") == "replay-1" for line in access), output[-3000:]
+    assert not [line for line in lines if line["logger"] == "uvicorn.access"], "two access logs"
 
 
 def test_readme_deploy_section_gives_the_replayed_commands(projects: Projects) -> None:
