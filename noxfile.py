@@ -52,7 +52,7 @@ def smoke(session: nox.Session) -> None:
         "pytest",
         "--variants=default",
         "-m",
-        "not new_user and not update and not production",
+        "not new_user and not update and not project and not production",
         *session.posargs,
         env=_env(),
     )

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import copier
 import pytest
 
 import harness as h
@@ -120,7 +123,12 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if {"variant", "step"} <= set(metafunc.fixturenames):
         variants = metafunc.config.stash[VARIANTS]
-        params = [(v, step) for v in variants for step in h.VARIANT_STEPS]
+        params = [
+            (v, step)
+            for v in variants
+            for step in h.VARIANT_STEPS
+            if step != "embedded" or v.embedded
+        ]
         ids = [f"{v.id}-{step}" for v, step in params]
         metafunc.parametrize(("variant", "step"), params, ids=ids)
 
@@ -189,6 +197,30 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 @pytest.fixture(scope="session")
 def settings(pytestconfig: pytest.Config) -> h.Settings:
     return _prepare(pytestconfig)
+
+
+Render = Callable[..., Path]
+
+
+@pytest.fixture
+def render(settings: h.Settings, tmp_path: Path) -> Render:
+    """Render the template under test in-process: ``render(**answers)`` -> the project, a
+    directory under the test's ``tmp_path`` (copier's defaults fill the other answers)."""
+
+    def render(name: str = "project", **data: Any) -> Path:
+        dst = tmp_path / name
+        copier.run_copy(
+            str(settings.template_src),
+            str(dst),
+            data=data,
+            defaults=True,
+            unsafe=False,
+            vcs_ref=settings.template_ref,
+            quiet=True,
+        )
+        return dst
+
+    return render
 
 
 @pytest.fixture(scope="session")

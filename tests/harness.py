@@ -63,7 +63,9 @@ MATRIX_AXES: dict[str, tuple[Any, ...]] = {
 
 # Steps of one variant, in the order they run. A step listed in BLOCKED_BY does not run when
 # one of the steps named there did not pass.
-VARIANT_STEPS = ("render", "hygiene", "sync", "format", "lint", "mypy", "pytest")
+# "embedded": the suite again with no TEST_DATABASE_URL, on the PostgreSQL 18 it starts itself
+# (the new user's path), for the variants marked ``embedded``: one per (examples, api) family.
+VARIANT_STEPS = ("render", "hygiene", "sync", "format", "lint", "mypy", "pytest", "embedded")
 BLOCKED_BY: dict[str, tuple[str, ...]] = {
     "hygiene": ("render",),
     "sync": ("render",),
@@ -71,6 +73,7 @@ BLOCKED_BY: dict[str, tuple[str, ...]] = {
     "lint": ("render", "sync"),
     "mypy": ("render", "sync"),
     "pytest": ("render", "sync"),
+    "embedded": ("render", "sync"),
 }
 NEW_USER_STEPS = ("render", "readme", "install", "test")
 
@@ -247,8 +250,8 @@ def load_questions(template_src: Path) -> dict[str, dict[str, Any]]:
 
 def choice_values(question: Mapping[str, Any]) -> list[Any]:
     choices = question.get("choices", [])
-    if isinstance(choices, dict):
-        return list(choices.values())
+    if isinstance(choices, dict):  # {label: value} or {label: {value: ..., validator: ...}}
+        return [v["value"] if isinstance(v, dict) else v for v in choices.values()]
     return [c[1] if isinstance(c, list | tuple) else c for c in choices]
 
 
@@ -259,6 +262,7 @@ class Variant:
     id: str
     answers: Mapping[str, Any]
     python: str | None  # the python_version answer, where known before rendering
+    embedded: bool = False  # its suite also runs on the self-provisioned PostgreSQL 18
 
     @property
     def api(self) -> str | None:
@@ -276,7 +280,8 @@ def build_matrix(questions: Mapping[str, Mapping[str, Any]]) -> list[Variant]:
         (str(v) for v in choice_values(questions["python_version"])),
         key=lambda v: tuple(int(p) for p in v.split(".")),
     )
-    variants = []
+    variants: list[Variant] = []
+    families: set[Any] = set()
     for combo in itertools.product(*(enumerate(vals) for vals in MATRIX_AXES.values())):
         parity = sum(index for index, _ in combo)
         answers: dict[str, Any] = {
@@ -292,15 +297,19 @@ def build_matrix(questions: Mapping[str, Mapping[str, Any]]) -> list[Variant]:
                 "py" + answers["python_version"].replace(".", ""),
             ]
         )
-        variants.append(Variant(vid, answers, answers["python_version"]))
-    newest = pythons[-1]
-    variants.append(
-        Variant(
-            "bare-py" + newest.replace(".", ""),
-            {"examples": False, "python_version": newest},
-            newest,
+        embedded = answers["api"] not in families
+        families.add(answers["api"])
+        variants.append(Variant(vid, answers, answers["python_version"], embedded))
+    # The bare skeleton (examples=false) with each api, both PostgreSQL paths.
+    for api, python in zip(choice_values(questions["api"]), reversed(pythons), strict=False):
+        variants.append(
+            Variant(
+                f"bare-{api}-py" + python.replace(".", ""),
+                {"examples": False, "api": api, "python_version": python},
+                python,
+                embedded=True,
+            )
         )
-    )
     return variants
 
 
@@ -1089,6 +1098,15 @@ class VariantJob(Job):
                 if result.ok and not counts.get("passed"):
                     result.status = "failed"
                     result.message = f"pytest passed no test:\n{tail(text)}"
+
+            if self.variant.embedded:  # no TEST_DATABASE_URL: the suite starts PostgreSQL 18
+                result = command("embedded", [runner.uv, "run", "pytest"], {"FUZZ_EXAMPLES": "10"})
+                if result.ok and not parse_pytest_summary(result.log.read_text()).get("passed"):
+                    result.status, result.message = "failed", "pytest passed no test"
+            else:
+                steps["embedded"] = StepResult(
+                    "embedded", "skipped", message="one variant per family runs it"
+                )
         finally:
             if not mypy_released:
                 runner.seeds.release(self.python)

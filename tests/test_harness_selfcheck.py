@@ -17,13 +17,19 @@ def questions(settings: h.Settings) -> dict[str, dict[str, object]]:
 
 def test_matrix_is_the_full_product_plus_bare(questions: dict[str, dict[str, object]]) -> None:
     matrix = h.build_matrix(questions)
-    assert len(matrix) == 17
-    assert len({v.id for v in matrix}) == 17
+    assert len(matrix) == 18
+    assert len({v.id for v in matrix}) == 18
     product = [v for v in matrix if "examples" not in v.answers]
     combos = {tuple(v.answers[a] for a in h.MATRIX_AXES) for v in product}
     assert combos == set(itertools.product(*h.MATRIX_AXES.values()))
     bare = [v for v in matrix if v.answers.get("examples") is False]
-    assert [v.answers["python_version"] for v in bare] == ["3.13"]
+    assert [(v.answers["api"], v.answers["python_version"]) for v in bare] == [
+        ("fastapi", "3.13"),
+        ("none", "3.12"),
+    ]
+    # Every family (examples x api) also runs its suite on the self-provisioned PostgreSQL.
+    families = {(v.answers.get("examples", True), v.answers["api"]) for v in matrix if v.embedded}
+    assert families == set(itertools.product([True, False], ["fastapi", "none"]))
     pythons = [v.answers["python_version"] for v in product]
     assert pythons.count("3.13") == 8
     assert pythons.count("3.12") == 8

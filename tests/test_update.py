@@ -55,7 +55,7 @@ USER_README = (
     "`copier update`)."
 )
 README_ANCHOR = "\nWith `TEST_DATABASE_URL` the suite"
-MIGRATION_FILE = "2026-11-26_add_invoice_table.py"
+MIGRATION_FILE = "2026-11-26_0930_5d1e2b3c4a6f_add_invoice_table.py"
 MIGRATION_REVISION = "5d1e2b3c4a6f"
 
 

@@ -4,25 +4,21 @@ from __future__ import annotations
 
 import re
 import subprocess
+import tomllib
 from pathlib import Path
-from typing import Any
 
-import copier
+import jinja2
 import pytest
+from conftest import Render
 
 import harness as h
 
 
-def render(settings: h.Settings, dst: Path, **data: Any) -> None:
-    copier.run_copy(
-        str(settings.template_src),
-        str(dst),
-        data=data,
-        defaults=True,
-        unsafe=False,
-        vcs_ref=settings.template_ref,
-        quiet=True,
-    )
+def reserved_names(settings: h.Settings) -> tuple[list[str], list[str]]:
+    """The lists that copier.yml's package_name validator imports."""
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(settings.template_src))
+    module = env.get_template("includes/package_names.jinja").module
+    return list(module.stdlib_modules), list(module.dependency_modules)  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize(
@@ -33,23 +29,69 @@ def render(settings: h.Settings, dst: Path, **data: Any) -> None:
         ("my-pkg", "not a valid package name"),
         ("MyPkg", "not a valid package name"),
         ("sqlalchemy", "shadow"),
+        ("email", "standard-library module"),
+        ("queue", "standard-library module"),
+        ("platform", "standard-library module"),
+        ("pytest", "dependency"),
+        ("uvicorn", "dependency"),
+        ("pydantic_settings", "dependency"),
     ],
 )
-def test_bad_package_name_is_rejected(
-    settings: h.Settings, tmp_path: Path, package_name: str, reason: str
-) -> None:
-    dst = tmp_path / "out"
+def test_bad_package_name_is_rejected(render: Render, package_name: str, reason: str) -> None:
     with pytest.raises(ValueError, match=re.escape(package_name)) as excinfo:
-        render(settings, dst, package_name=package_name)
+        render("out", package_name=package_name)
     message = str(excinfo.value)
     assert "package_name" in message
     assert reason in message, message
-    assert not dst.exists() or not any(dst.iterdir()), "files were rendered anyway"
 
 
-def test_blank_project_name_is_rejected(settings: h.Settings, tmp_path: Path) -> None:
+def test_a_project_name_that_derives_a_stdlib_name_is_rejected(
+    render: Render, tmp_path: Path
+) -> None:
+    """`project_name=Calendar` derives `calendar`, which every import would then miss."""
+    with pytest.raises(ValueError, match='"calendar" is a standard-library module'):
+        render("out", project_name="Calendar")
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+def test_reserved_stdlib_names_are_those_of_every_supported_python(settings: h.Settings) -> None:
+    stdlib, _ = reserved_names(settings)
+    current: set[str] = set()
+    for python in ("3.12", "3.13"):
+        proc = subprocess.run(
+            [h.find_uv(), "run", "--no-project", "--python", python, "python", "-c",
+             "import sys; print(*sorted(sys.stdlib_module_names))"],
+            capture_output=True, text=True, check=True, env=settings.env or None,
+        )  # fmt: skip
+        current |= set(proc.stdout.split())
+    assert sorted(stdlib) == sorted(current)
+
+
+def test_reserved_dependency_names_cover_the_rendered_dependencies(
+    settings: h.Settings, render: Render
+) -> None:
+    _, reserved = reserved_names(settings)
+    pyproject = tomllib.loads((render(api="fastapi") / "pyproject.toml").read_text())
+    specs = [*pyproject["project"]["dependencies"], *pyproject["dependency-groups"]["dev"]]
+    imports = {re.split(r"[\[<>=~!; ]", s, maxsplit=1)[0].lower().replace("-", "_") for s in specs}
+    assert imports - set(reserved) == set()
+
+
+@pytest.mark.parametrize("question", ["soft_delete", "examples"])
+@pytest.mark.parametrize("value", ["maybe", "2x", "nope"])
+def test_bool_answer_must_be_a_bool(render: Render, question: str, value: str) -> None:
+    with pytest.raises(ValueError, match=f"{question}.*true or false"):
+        render("out", **{question: value})
+
+
+@pytest.mark.parametrize(("value", "expected"), [("false", False), ("no", False), ("true", True)])
+def test_bool_answer_spellings(render: Render, value: str, expected: bool) -> None:
+    assert h.read_answers(render("out", soft_delete=value))["soft_delete"] is expected
+
+
+def test_blank_project_name_is_rejected(render: Render) -> None:
     with pytest.raises(ValueError, match="project_name"):
-        render(settings, tmp_path / "out", project_name="   ", package_name="acme")
+        render("out", project_name="   ", package_name="acme")
 
 
 def test_bad_answer_fails_the_cli(settings: h.Settings, tmp_path: Path) -> None:
@@ -71,9 +113,8 @@ def test_bad_answer_fails_the_cli(settings: h.Settings, tmp_path: Path) -> None:
     ],
 )
 def test_package_name_is_derived_from_project_name(
-    settings: h.Settings, tmp_path: Path, project_name: str, package_name: str
+    render: Render, project_name: str, package_name: str
 ) -> None:
-    dst = tmp_path / "out"
-    render(settings, dst, project_name=project_name)
+    dst = render("out", project_name=project_name)
     assert h.read_answers(dst).get("package_name") == package_name
     assert (dst / "src" / package_name).is_dir(), sorted(p.name for p in dst.iterdir())

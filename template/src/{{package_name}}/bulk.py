@@ -1,15 +1,18 @@
 """Bulk writes at driver speed, behind a typed, row-oriented API.
 
-* `insert_rows`: one `INSERT ... SELECT * FROM unnest($1::uuid[], $2::text[], ...)` per
+* `insert_rows`: one `INSERT ... SELECT * FROM unnest($1::uuid[], $2::varchar[], ...)` per
   batch: every column travels as one array parameter, so a batch is one statement and one
-  round trip, faster than executemany of single-row INSERTs.
+  round trip, faster than executemany of single-row INSERTs. The arrays carry the column
+  types without length or precision: an explicit cast to `varchar(100)` would truncate
+  silently, while the INSERT's own assignment to the column raises, as the ORM path does.
 * `upsert_rows` / `upsert_returning`: the same statement with `ON CONFLICT (...) DO UPDATE`.
 * `copy_rows`: PostgreSQL COPY through asyncpg's `copy_records_to_table`, reached through
   the session's own connection (same transaction), for the largest loads.
 
 Callers pass mappings of column name to value, all with the same keys. Python-side column
 defaults (UUIDv7 keys) are filled in here, since neither INSERT ... SELECT nor COPY runs
-them; server defaults (`created_at`, `updated_at`) are left to the database.
+them; server defaults (`created_at`, `updated_at`) are left to the database. Errors are
+the project's own (`db.domain_errors`): `DuplicateError`, `InvalidDataError`, whichever path.
 """
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -21,6 +24,9 @@ from sqlalchemy import ColumnElement, CursorResult, Select, Table, bindparam, fu
 from sqlalchemy.dialects.postgresql import ARRAY, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.types import Numeric, String, TypeEngine
+
+from .db import domain_errors
 
 Row = Mapping[str, Any]
 BATCH_SIZE = 10_000
@@ -70,12 +76,26 @@ def as_columns(table: Table, rows: Sequence[Row]) -> tuple[list[str], list[list[
     return names, columns
 
 
+def unbounded(type_: TypeEngine[Any]) -> TypeEngine[Any]:
+    """The column type without its length or precision (`varchar`, `numeric`): casting
+    to it never alters a value, so the column's own assignment rules decide."""
+    if isinstance(type_, String):
+        text = type_.copy()
+        text.length = None
+        return text
+    if isinstance(type_, Numeric):
+        number = type_.copy()
+        number.precision = number.scale = None
+        return number
+    return type_
+
+
 def unnest_select(
     table: Table, names: Sequence[str], columns: Sequence[Sequence[Any]]
 ) -> Select[Any]:
     """`SELECT * FROM unnest(:a, :b, ...)`: one typed array parameter per column."""
     arrays = [
-        bindparam(f"{name}_values", list(values), type_=ARRAY(table.c[name].type))
+        bindparam(f"{name}_values", list(values), type_=ARRAY(unbounded(table.c[name].type)))
         for name, values in zip(names, columns, strict=True)
     ]
     unnested = func.unnest(*arrays).table_valued(*names).render_derived()
@@ -103,7 +123,8 @@ async def insert_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) 
         return 0
     names, columns = as_columns(table, rows)
     for batch in column_batches(columns):
-        await session.execute(insert_statement(table, names, batch))
+        with domain_errors():
+            await session.execute(insert_statement(table, names, batch))
     return len(rows)
 
 
@@ -151,7 +172,8 @@ async def upsert_rows(
     """Upsert without loading objects back (the fast path); returns the rows written."""
     written = 0
     for stmt in upsert_statements(table, rows, on_conflict):
-        result = cast(CursorResult[Any], await session.execute(stmt))
+        with domain_errors():
+            result = cast(CursorResult[Any], await session.execute(stmt))
         written += result.rowcount
     return written
 
@@ -167,7 +189,8 @@ async def upsert_returning[M](
     upserted: list[M] = []
     for stmt in upsert_statements(table, rows, on_conflict):
         orm_stmt = select(model).from_statement(stmt.returning(*table.c))
-        result = await session.scalars(orm_stmt, execution_options={"populate_existing": True})
+        with domain_errors():
+            result = await session.scalars(orm_stmt, execution_options={"populate_existing": True})
         upserted.extend(result)
     return upserted
 
@@ -193,12 +216,13 @@ async def copy_rows(session: AsyncSession, table: Table, rows: Sequence[Row]) ->
         # SQLAlchemy's asyncpg adapter sends BEGIN lazily, with the first statement it
         # runs. A COPY sent before that would autocommit, outside the unit of work.
         await connection.execute(select(1))
-    await driver.copy_records_to_table(
-        table.name,
-        schema_name=table.schema,
-        columns=names,
-        records=zip(*columns, strict=True),
-    )
+    with domain_errors():
+        await driver.copy_records_to_table(
+            table.name,
+            schema_name=table.schema,
+            columns=names,
+            records=zip(*columns, strict=True),
+        )
     return len(rows)
 
 

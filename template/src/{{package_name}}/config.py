@@ -171,6 +171,8 @@ class OptionalSettings(BaseSettings):
     database_echo: bool = False
     # Behind PgBouncer in transaction pooling mode: no named prepared statements reused.
     database_pgbouncer: bool = False
+    # Direct connection for Alembic (past PgBouncer); unset: migrations use DATABASE_URL.
+    database_migration_url: SecretStr | None = None
     # Logging (logs.py): level, json | console | auto (console on a terminal, else json),
     # and the duration from which a statement is logged as slow.
     log_level: str = "INFO"
@@ -198,6 +200,12 @@ class Settings(OptionalSettings):
     @property
     def database(self) -> URL:
         return async_database_url(self.database_url.get_secret_value())
+
+    @property
+    def migration_database(self) -> URL:
+        """Where Alembic connects: `DATABASE_MIGRATION_URL`, else `DATABASE_URL`."""
+        raw = self.database_migration_url or self.database_url
+        return async_database_url(raw.get_secret_value())
 
 
 @lru_cache

@@ -4,15 +4,20 @@ Repositories and query functions only `flush()`. `Database.unit_of_work()` commi
 the block succeeds and rolls back when it raises; nothing else commits.
 """
 
+import random
 import re
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -21,10 +26,16 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.orm.exc import StaleDataError
 
 from .config import Settings, asyncpg_connect_args
-from .errors import ConcurrentModificationError, DuplicateError
+from .errors import ConcurrentModificationError, DuplicateError, InvalidDataError
 from .logs import log_slow_queries
 
 UNIQUE_VIOLATION = "23505"
+DATA_EXCEPTION = "22"  # SQLSTATE class: too long, out of range, invalid text
+DATA_MESSAGES = {
+    "22001": "a value is too long for its field",
+    "22003": "a number is out of range for its field",
+    "22": "a value is not valid for its field",
+}
 
 
 def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncEngine:
@@ -32,8 +43,11 @@ def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncE
 
     libpq query parameters in `url` (`sslmode`, `connect_timeout`, `options`, …) become
     asyncpg connect arguments; they take precedence over `connect_args` given here.
-    `pgbouncer=True`: asyncpg's prepared statements break under transaction pooling, so
-    disable its statement cache and give each prepared statement a unique name.
+    `pgbouncer=True`: under transaction pooling each transaction may run on another server
+    connection, so a statement prepared in one transaction must never be reused in the next.
+    Both statement caches are off, SQLAlchemy's (`prepared_statement_cache_size`) and
+    asyncpg's (`statement_cache_size`), and each statement gets a unique name, so two
+    clients never clash on one server connection (SQLAlchemy's documented set-up).
     """
     url, from_url = asyncpg_connect_args(url)
     connect_args: dict[str, Any] = kwargs.pop("connect_args", {})
@@ -45,6 +59,7 @@ def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncE
     if server_settings:
         connect_args["server_settings"] = server_settings
     if pgbouncer:
+        connect_args["prepared_statement_cache_size"] = 0
         connect_args["statement_cache_size"] = 0
         connect_args["prepared_statement_name_func"] = lambda: f"__asyncpg_{uuid.uuid4()}__"
     # hide_parameters: bound values never appear in errors or logs (they may be secrets).
@@ -65,9 +80,11 @@ def create_sessionmaker(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 class Database:
     """Owns the engine and the session factory of one process."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, replicas: Sequence[AsyncEngine] = ()) -> None:
         self.engine = engine
         self.sessionmaker = create_sessionmaker(engine)
+        # Streaming replicas of `engine`'s server, for `read_only_unit_of_work()`.
+        self.replicas = [Database(replica) for replica in replicas]
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Database":
@@ -108,15 +125,107 @@ class Database:
                 async with session.begin():
                     yield session
 
+    @asynccontextmanager
+    async def tracked_unit_of_work(self, position: "ReadPosition") -> AsyncIterator[AsyncSession]:
+        """`unit_of_work()` for a client that may read from a replica next: once committed,
+        `position` moves past this commit, so the client's next `read_only_unit_of_work()`
+        sees it. Without replicas: exactly `unit_of_work()`."""
+        async with self.unit_of_work() as session:
+            yield session
+        if self.replicas:
+            async with self.engine.connect() as connection:
+                position.advance(await wal_position(connection, INSERTED))
+
+    @asynccontextmanager
+    async def read_only_unit_of_work(
+        self, position: "ReadPosition | None" = None
+    ) -> AsyncIterator[AsyncSession]:
+        """A unit of work that only reads, served by a replica when one can.
+
+        It runs on a replica that has replayed the primary's WAL up to `position` (what
+        this client already wrote or read), else on the primary, so the client never reads
+        older data than it has seen. Afterwards `position` covers what was read here. The
+        transaction is READ ONLY everywhere: a write or a lock (`FOR UPDATE`) fails in it;
+        use `unit_of_work()` for those. Without replicas: exactly `unit_of_work()`.
+        """
+        if not self.replicas:
+            async with self.unit_of_work() as session:
+                yield session
+            return
+        position = position or ReadPosition()
+        serving = await self._caught_up_replica(position) or self
+        async with serving.unit_of_work() as session:
+            await session.connection(execution_options={"postgresql_readonly": True})
+            yield session
+            # Replay only moves forward: this bounds every snapshot taken above.
+            query = INSERTED if serving is self else REPLAYED
+            position.advance(await wal_position(await session.connection(), query))
+
+    async def _caught_up_replica(self, position: "ReadPosition") -> "Database | None":
+        """A replica (in random order, to spread the load) that has replayed `position`;
+        one that cannot be reached is passed over."""
+        for replica in random.sample(self.replicas, k=len(self.replicas)):
+            try:
+                async with replica.engine.connect() as connection:
+                    replayed = await connection.scalar(REPLAYED)
+            except (OSError, DBAPIError):
+                continue
+            if replayed is not None and replayed >= position.lsn:
+                return replica
+        return None
+
     async def dispose(self) -> None:
         await self.engine.dispose()
+        for replica in self.replicas:
+            await replica.dispose()
+
+
+# WAL positions as byte offsets (`pg_lsn` minus 0/0). `pg_last_wal_replay_lsn()` is NULL on
+# a server that is not a replica; `pg_current_wal_insert_lsn()` is past every commit so far.
+REPLAYED = text("SELECT pg_last_wal_replay_lsn() - '0/0'::pg_lsn")
+INSERTED = text("SELECT pg_current_wal_insert_lsn() - '0/0'::pg_lsn")
+
+
+async def wal_position(connection: AsyncConnection, query: TextClause) -> int:
+    position = await connection.scalar(query)
+    return int(position or 0)
+
+
+@dataclass
+class ReadPosition:
+    """How far into the primary's WAL one client has written or read (a byte offset).
+
+    Read-your-writes and monotonic reads across replicas: each client carries its own
+    (the HTTP layer keeps it in a cookie); its read-only units of work run only where the
+    WAL has been replayed this far. `str()` and `parse()` use PostgreSQL's `X/Y` notation.
+    """
+
+    lsn: int = 0
+
+    def advance(self, lsn: int) -> None:
+        self.lsn = max(self.lsn, lsn)
+
+    def __str__(self) -> str:
+        return f"{self.lsn >> 32:X}/{self.lsn & 0xFFFFFFFF:X}"
+
+    @classmethod
+    def parse(cls, value: str | None) -> "ReadPosition":
+        """A missing or malformed value is the start: any replica may serve that client."""
+        high, _, low = (value or "").partition("/")
+        try:
+            lsn = (int(high, 16) << 32) | int(low, 16)
+        except ValueError:
+            return cls()
+        return cls(lsn) if 0 <= lsn < 1 << 64 else cls()
 
 
 @contextmanager
 def domain_errors() -> Iterator[None]:
-    """Turn the ORM's and the driver's conflict errors into the project's own.
+    """Turn the ORM's and the driver's errors into the project's own.
 
-    Wraps every flush (`repositories.queries.flush`) and every commit (`unit_of_work`).
+    Wraps every flush (`repositories.queries.flush`), every bulk statement and COPY
+    (`bulk`), and every commit (`unit_of_work`). COPY runs on the asyncpg connection
+    itself, so its errors arrive unwrapped: both kinds are read by their SQLSTATE.
     """
     try:
         yield
@@ -124,9 +233,14 @@ def domain_errors() -> Iterator[None]:
         raise ConcurrentModificationError(
             "the row was changed or removed since it was read; reload it and retry"
         ) from exc
-    except IntegrityError as exc:
-        if getattr(exc.orig, "sqlstate", None) == UNIQUE_VIOLATION:
-            raise DuplicateError(_duplicate_message(getattr(exc.orig, "detail", None))) from exc
+    except (DBAPIError, asyncpg.PostgresError) as exc:
+        error = exc.orig if isinstance(exc, DBAPIError) else exc
+        sqlstate = str(getattr(error, "sqlstate", None) or "")
+        if sqlstate == UNIQUE_VIOLATION:
+            raise DuplicateError(_duplicate_message(getattr(error, "detail", None))) from exc
+        if sqlstate.startswith(DATA_EXCEPTION):
+            # Never the driver's text: some of its messages echo the value.
+            raise InvalidDataError(DATA_MESSAGES.get(sqlstate, DATA_MESSAGES["22"])) from exc
         raise
 
 

@@ -30,3 +30,7 @@ class InsufficientFundsError(ConflictError):
 
 class InvalidOperationError(DomainError):
     """The request can never succeed as given (e.g. a transfer to the same account)."""
+
+
+class InvalidDataError(InvalidOperationError):
+    """The database refused a value (too long, out of range, malformed): never truncated."""

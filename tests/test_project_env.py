@@ -1,0 +1,110 @@
+"""A rendered project reads its environment the way its README and `.env.example` say:
+TEST_DATABASE_URL from `.env`, a quiet embedded PostgreSQL, and a benchmark that says what
+to do on a database that is not migrated yet. One project (examples, api=none), synced once.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import copier
+import pytest
+
+import harness as h
+
+pytestmark = pytest.mark.project
+
+
+def uv(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [h.find_uv(), *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def project(settings: h.Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dst = tmp_path_factory.mktemp("env") / "project"
+    copier.run_copy(
+        str(settings.template_src),
+        str(dst),
+        data={"api": "none"},
+        defaults=True,
+        vcs_ref=settings.template_ref,
+        quiet=True,
+    )
+    synced = uv(dst, settings.env, "sync")
+    assert synced.returncode == 0, synced.stdout + synced.stderr
+    return dst
+
+
+@pytest.fixture
+def dotenv(project: Path) -> Iterator[Path]:
+    path = project / ".env"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_test_database_url_in_dotenv_is_used(
+    project: Path, settings: h.Settings, dotenv: Path
+) -> None:
+    """`.env` names a server that refuses connections: the suite must try it (and fail)
+    instead of starting its own PostgreSQL."""
+    dotenv.write_text("TEST_DATABASE_URL=postgresql://postgres@127.0.0.1:9/postgres\n")
+    run = uv(project, settings.env, "run", "pytest", "-x", "-q", "tests/test_migrations.py")
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, f"the suite ignored TEST_DATABASE_URL in .env:\n{output[-3000:]}"
+    assert "127.0.0.1" in output, output[-3000:]
+
+
+def test_the_embedded_server_starts_without_warnings(project: Path, settings: h.Settings) -> None:
+    env = {k: v for k, v in settings.env.items() if k != "XDG_RUNTIME_DIR"}
+    run = uv(project, env, "run", "pytest", "-q", "tests/test_migrations.py")
+    output = run.stdout + run.stderr
+    assert run.returncode == 0, output[-3000:]
+    assert "XDG_RUNTIME_DIR" not in output, output[-3000:]
+
+
+@pytest.fixture
+def empty_database(project: Path, settings: h.Settings) -> Iterator[str]:
+    problem = h.database_problem(settings.database_url)
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = (
+        "import asyncio, sys, asyncpg\n"
+        "async def main():\n"
+        "    connection = await asyncpg.connect(sys.argv[1])\n"
+        "    await connection.execute(sys.argv[2])\n"
+        "    await connection.close()\n"
+        "asyncio.run(main())\n"
+    )
+    server = settings.database_url
+
+    def sql(statement: str) -> None:
+        run = uv(project, settings.env, "run", "python", "-c", admin, server, statement)
+        assert run.returncode == 0, run.stderr
+
+    sql(f'CREATE DATABASE "{name}"')
+    yield server.rsplit("/", 1)[0] + f"/{name}"
+    sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_benchmark_on_an_unmigrated_database_says_to_migrate(
+    project: Path, settings: h.Settings, empty_database: str
+) -> None:
+    bench = f"{h.read_answers(project)['package_name']}-bench".replace("_", "-")
+    env = {**settings.env, "DATABASE_URL": empty_database}
+    run = uv(project, env, "run", bench, "--rows", "10", "--repeat", "1")
+    assert run.returncode != 0
+    assert "run `uv run alembic upgrade head` first" in run.stderr, run.stderr[-3000:]
+    assert "Traceback" not in run.stderr, run.stderr[-3000:]
