@@ -91,13 +91,16 @@ Projects = Callable[[str], Path]
 
 
 @pytest.fixture(scope="session")
-def projects(settings: h.Settings, tmp_path_factory: pytest.TempPathFactory) -> Projects:
-    """Renders of the ANSWERS variants, each made once per session."""
+def projects(settings: h.Settings) -> Projects:
+    """Renders of the ANSWERS variants, each made once per session, in the run directory
+    (readable by other users: the suites' replica tests run PostgreSQL as one)."""
+    root = settings.renders_dir / "production"
+    shutil.rmtree(root, ignore_errors=True)
     cache: dict[str, Path] = {}
 
     def get(name: str) -> Path:
         if name not in cache:
-            cache[name] = render(settings, tmp_path_factory.mktemp(name) / "project", ANSWERS[name])
+            cache[name] = render(settings, root / name, ANSWERS[name])
         return cache[name]
 
     return get
