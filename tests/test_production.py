@@ -92,15 +92,16 @@ Projects = Callable[[str], Path]
 
 @pytest.fixture(scope="session")
 def projects(settings: h.Settings) -> Projects:
-    """Renders of the ANSWERS variants, each made once per session, in the run directory
-    (readable by other users: the suites' replica tests run PostgreSQL as one)."""
-    root = settings.renders_dir / "production"
-    shutil.rmtree(root, ignore_errors=True)
+    """Renders of the ANSWERS variants, each made once per session. They live in the run's
+    renders directory, not pytest's (mode 0700 as root): the embedded PostgreSQL that a
+    suite may start runs as an unprivileged user, which must reach the project's .venv."""
     cache: dict[str, Path] = {}
 
     def get(name: str) -> Path:
         if name not in cache:
-            cache[name] = render(settings, root / name, ANSWERS[name])
+            where = settings.renders_dir / "production" / name
+            where.mkdir(parents=True, exist_ok=True)
+            cache[name] = render(settings, where / "project", ANSWERS[name])
         return cache[name]
 
     return get
