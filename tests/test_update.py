@@ -5,7 +5,7 @@ repository and tagged ``0.1.0``; a small but real change to template-owned files
 ``db.py``'s docstring and in the README) is committed on top and tagged ``0.2.0``. For each
 case a project is copied from ``0.1.0``, committed, and edited the way a user would: a
 module of their own, a paragraph in the README, a new model imported from
-``models/__init__.py`` with its own Alembic revision after ``0001_initial``, and a test of
+``models/__init__.py`` with its own Alembic revision after the template's head, and a test of
 their own. Then:
 
 * ``copier update --defaults --vcs-ref 0.2.0`` carries the template change, keeps every user
@@ -37,6 +37,8 @@ from typing import Any
 
 import pytest
 import yaml
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 import harness as h
 
@@ -271,7 +273,7 @@ DUAL_KEY_CONSTRAINT = """\
 MIGRATION = '''"""Add invoice table.
 
 Revision ID: {revision}
-Revises: 0001_initial
+Revises: {down_revision}
 Create Date: 2026-11-26 09:00:00.000000+00:00
 
 """
@@ -283,7 +285,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "{revision}"
-down_revision: str | Sequence[str] | None = "0001_initial"
+down_revision: str | Sequence[str] | None = "{down_revision}"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -343,6 +345,9 @@ def user_edits(project: Path, package: str, primary_key: str) -> dict[str, str]:
         ),
         f"migrations/versions/{MIGRATION_FILE}": MIGRATION.format(
             revision=MIGRATION_REVISION,
+            down_revision=ScriptDirectory.from_config(
+                Config(str(project / "alembic.ini"))
+            ).get_current_head(),
             key_columns=DUAL_KEY if dual else UUID_KEY,
             key_constraints=DUAL_KEY_CONSTRAINT if dual else "",
         ),
