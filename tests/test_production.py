@@ -94,13 +94,17 @@ Projects = Callable[[str], Path]
 
 
 @pytest.fixture(scope="session")
-def projects(settings: h.Settings, tmp_path_factory: pytest.TempPathFactory) -> Projects:
-    """Renders of the ANSWERS variants, each made once per session."""
+def projects(settings: h.Settings) -> Projects:
+    """Renders of the ANSWERS variants, each made once per session. They live in the run's
+    renders directory, not pytest's (mode 0700 as root): the embedded PostgreSQL that a
+    suite may start runs as an unprivileged user, which must reach the project's .venv."""
     cache: dict[str, Path] = {}
 
     def get(name: str) -> Path:
         if name not in cache:
-            cache[name] = render(settings, tmp_path_factory.mktemp(name) / "project", ANSWERS[name])
+            where = settings.renders_dir / "production" / name
+            where.mkdir(parents=True, exist_ok=True)
+            cache[name] = render(settings, where / "project", ANSWERS[name])
         return cache[name]
 
     return get

@@ -271,7 +271,7 @@ DUAL_KEY_CONSTRAINT = """\
 MIGRATION = '''"""Add invoice table.
 
 Revision ID: {revision}
-Revises: 0001_initial
+Revises: {down_revision}
 Create Date: 2026-11-26 09:00:00.000000+00:00
 
 """
@@ -283,7 +283,7 @@ from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = "{revision}"
-down_revision: str | Sequence[str] | None = "0001_initial"
+down_revision: str | Sequence[str] | None = "{down_revision}"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -329,6 +329,25 @@ def models_init_with_invoice(text: str) -> str:
     return text[: match.start()] + f"__all__ = [\n{listing}]\n" + text[match.end() :]
 
 
+def migration_head(project: Path) -> str:
+    """The one revision of the project's migrations that no other revises: a user's new
+    migration goes on top of it (as `alembic revision` would put it)."""
+    found = {
+        match.group(1): match.group(2)
+        for path in (project / "migrations" / "versions").glob("*.py")
+        if (
+            match := re.search(
+                r'^revision[^=]*= "([^"]+)"\n^down_revision[^=]*= "?([^"\n]*)"?$',
+                path.read_text(),
+                re.MULTILINE,
+            )
+        )
+    }
+    heads = set(found) - set(found.values())
+    assert len(heads) == 1, f"the rendered project has {len(heads)} migration heads: {heads}"
+    return heads.pop()
+
+
 def user_edits(project: Path, package: str, primary_key: str) -> dict[str, str]:
     """Edit the project as a user would; returns {path: text} of every file written."""
     pkg = f"src/{package}"
@@ -343,6 +362,7 @@ def user_edits(project: Path, package: str, primary_key: str) -> dict[str, str]:
         ),
         f"migrations/versions/{MIGRATION_FILE}": MIGRATION.format(
             revision=MIGRATION_REVISION,
+            down_revision=migration_head(project),
             key_columns=DUAL_KEY if dual else UUID_KEY,
             key_constraints=DUAL_KEY_CONSTRAINT if dual else "",
         ),
