@@ -459,6 +459,18 @@ class ProcessPool:
             self._kill(proc)
 
 
+# `python -c EXECUTE_SQL <url> <statement>`: one statement with the project's own asyncpg
+# (for CREATE/DROP DATABASE from inside a rendered project's environment).
+EXECUTE_SQL = (
+    "import asyncio, sys, asyncpg\n"
+    "async def main():\n"
+    "    connection = await asyncpg.connect(sys.argv[1])\n"
+    "    await connection.execute(sys.argv[2])\n"
+    "    await connection.close()\n"
+    "asyncio.run(main())\n"
+)
+
+
 def database_problem(url: str) -> str | None:
     """Why the PostgreSQL server at `url` cannot be used, or None (sockets are not probed)."""
     parts = urlsplit(url)

@@ -80,18 +80,10 @@ def empty_database(project: Path, settings: h.Settings) -> Iterator[str]:
     if problem:
         pytest.fail(problem, pytrace=False)
     name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = (
-        "import asyncio, sys, asyncpg\n"
-        "async def main():\n"
-        "    connection = await asyncpg.connect(sys.argv[1])\n"
-        "    await connection.execute(sys.argv[2])\n"
-        "    await connection.close()\n"
-        "asyncio.run(main())\n"
-    )
     server = settings.database_url
 
     def sql(statement: str) -> None:
-        run = uv(project, settings.env, "run", "python", "-c", admin, server, statement)
+        run = uv(project, settings.env, "run", "python", "-c", h.EXECUTE_SQL, server, statement)
         assert run.returncode == 0, run.stderr
 
     sql(f'CREATE DATABASE "{name}"')

@@ -177,14 +177,7 @@ def test_a_user_child_model_joins_the_soft_delete_cascade(
     database = f"review_{uuid.uuid4().hex[:12]}"
     server = settings.database_url.rsplit("/", 1)[0]
     admin = ["uv", "run", "python", "-c"]
-    sql = (
-        "import asyncio, sys, asyncpg\n"
-        "async def main():\n"
-        "    connection = await asyncpg.connect(sys.argv[1])\n"
-        "    await connection.execute(sys.argv[2])\n"
-        "    await connection.close()\n"
-        "asyncio.run(main())\n"
-    )
+    sql = h.EXECUTE_SQL
     run([*admin, sql, settings.database_url, f'CREATE DATABASE "{database}"'], project, env)
     try:
         migrate_env = {**env, "DATABASE_URL": f"{server}/{database}"}
