@@ -273,16 +273,23 @@ def domain_errors() -> Iterator[None]:
             "the row was changed or removed since it was read; reload it and retry"
         ) from exc
     except (DBAPIError, asyncpg.PostgresError) as exc:
-        error = exc.orig if isinstance(exc, DBAPIError) else exc
-        sqlstate = str(getattr(error, "sqlstate", None) or "")
-        if sqlstate == UNIQUE_VIOLATION:
-            raise DuplicateError(_duplicate_message(getattr(error, "detail", None))) from exc
-        if sqlstate == CARDINALITY_VIOLATION:
+        code = sqlstate(exc)
+        if code == UNIQUE_VIOLATION:
+            detail = getattr(exc.orig if isinstance(exc, DBAPIError) else exc, "detail", None)
+            raise DuplicateError(_duplicate_message(detail)) from exc
+        if code == CARDINALITY_VIOLATION:
             raise InvalidDataError("one batch names the same row twice") from exc
-        if sqlstate.startswith(DATA_EXCEPTION):
+        if code.startswith(DATA_EXCEPTION):
             # Never the driver's text: some of its messages echo the value.
-            raise InvalidDataError(DATA_MESSAGES.get(sqlstate, DATA_MESSAGES["22"])) from exc
+            raise InvalidDataError(DATA_MESSAGES.get(code, DATA_MESSAGES["22"])) from exc
         raise
+
+
+def sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE of a driver error, wrapped by SQLAlchemy or raw from asyncpg ('' for
+    anything else)."""
+    error = exc.orig if isinstance(exc, DBAPIError) else exc
+    return str(getattr(error, "sqlstate", None) or "")
 
 
 def _duplicate_message(detail: str | None) -> str:

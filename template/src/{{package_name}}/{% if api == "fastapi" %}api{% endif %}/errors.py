@@ -23,6 +23,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import exc as sa
 
+from ..db import sqlstate
 from ..errors import ConflictError, DomainError, InvalidOperationError, NotFoundError
 
 # SQLSTATE classes and codes that mean "the database cannot serve this now, try again":
@@ -66,11 +67,6 @@ def _status_of_domain_error(exc: DomainError) -> int:
     return status.HTTP_400_BAD_REQUEST
 
 
-def _sqlstate(exc: BaseException) -> str:
-    orig = exc.orig if isinstance(exc, sa.DBAPIError) else exc
-    return str(getattr(orig, "sqlstate", "") or "")
-
-
 def is_unavailable(exc: BaseException) -> bool:
     """The database could not serve the request, through no fault of the request."""
     if isinstance(
@@ -81,7 +77,7 @@ def is_unavailable(exc: BaseException) -> bool:
         exc.connection_invalidated or isinstance(exc, sa.InterfaceError)
     ):
         return True
-    return _sqlstate(exc).startswith(_UNAVAILABLE)
+    return sqlstate(exc).startswith(_UNAVAILABLE)
 
 
 def unavailable(request: Request) -> ErrorResponse:
@@ -122,7 +118,7 @@ async def database_error(request: Request, exc: Exception) -> ErrorResponse:
     """Driver and SQLAlchemy errors, and the OS errors of a connection that failed."""
     if is_unavailable(exc):
         return unavailable(request)
-    known = _CLIENT_ERRORS.get(_sqlstate(exc)[:2])
+    known = _CLIENT_ERRORS.get(sqlstate(exc)[:2])
     if known is None:
         return await unexpected_error(request, exc)
     code, message = known
