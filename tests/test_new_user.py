@@ -4,10 +4,11 @@ PostgreSQL client tools and a PostgreSQL server (127.0.0.1:5432, as TEST_DATABAS
 
 Where a command needs the user's own input the test gives it the way the README says:
 `.env`'s DATABASE_URL names a database of this run (the name in `createdb` follows it), the
-server gets a free port, the benchmark a small row count, and a model of the user's own is
-added before `alembic revision --autogenerate`. uv's installer is not run (no network).
-The update comes from a later commit of the template's clone, which has no tags. The
-container blocks (docker, compose) are left to tests/test_production.py, which replays them.
+server gets a free port, the benchmark a small row count (its HTTP mode one short round),
+and a model of the user's own is added before `alembic revision --autogenerate`. uv's
+installer is not run (no network). The update comes from a later commit of the template's
+clone, which has no tags. The container blocks (docker, compose) are left to
+tests/test_production.py, which replays them.
 """
 
 from __future__ import annotations
@@ -165,6 +166,10 @@ def test_new_user_walk_through(settings: h.Settings) -> None:
                 columns = re.findall(r'sa\.Column\(\s*"(\w+)"', new.read_text())
                 key = ["id", "public_id"] if answers["primary_key"] == "dual_id" else ["id"]
                 assert columns == [*key, "number", "amount", "created_at", "updated_at"], columns
+            elif re.match(r"uv run \S+-bench --http\b", bare):
+                output = sh(f"{bare} --seconds 1 --rounds 1", project, env)
+                assert "ratio" in output, output
+                assert "failed requests" not in output, output
             elif re.match(r"uv run \S+-bench\b", bare):
                 output = sh(f"{bare} --rows 1000 --repeat 1", project, env)
                 assert "ratio" in output, output

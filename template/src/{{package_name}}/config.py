@@ -153,8 +153,12 @@ class OptionalSettings(BaseSettings):
         env_file=".env", env_file_encoding="utf-8", extra="ignore", hide_input_in_errors=True
     )
 
-    database_pool_size: int = 5
-    database_max_overflow: int = 10
+    # Connections per process, all kept open: a request beyond them waits for one (up to
+    # DATABASE_POOL_TIMEOUT). Overflow connections are closed as soon as they are returned,
+    # so under steady concurrency above the pool size they are opened and closed again and
+    # again (a new PostgreSQL backend each time): no overflow by default.
+    database_pool_size: int = 10
+    database_max_overflow: int = 0
     # Seconds a request waits for a pooled connection before it gets a 503.
     database_pool_timeout: float = 5.0
     # Seconds to establish a connection (a `connect_timeout` in the URL takes precedence).
