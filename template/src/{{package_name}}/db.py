@@ -100,7 +100,7 @@ def _ping_on_checkout(dbapi_connection: Any, _: Any, __: Any) -> None:
         if not connection.is_closed():
             dbapi_connection.run_async(lambda connection: connection.execute("SELECT 1"))
             return
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except Exception as exc:  # whatever the failure (even asyncpg's internal state errors)
         raise DisconnectionError("the pooled connection is gone") from exc
     raise DisconnectionError("the server closed this pooled connection")
 
