@@ -1,201 +1,137 @@
-"""pytest plumbing for the template's tests: options, the shared matrix runner, the summary.
+"""Options and fixtures of the template's tests.
 
-The variant matrix is run by one ``harness.Runner`` that is
-started as soon as collection is over, on ``--matrix-workers`` threads (default: one per
-core). Each test item then waits for the step it reports on, so quick tests (validators, CLI)
-run meanwhile. pytest-xdist is not needed and not supported.
+Runs under pytest-xdist (``-n auto --dist loadgroup``, see pyproject.toml): every test that
+takes a ``variant`` is in that variant's xdist group, so one worker renders the variant once
+and runs its checks in order, and the slow groups are scheduled first.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import copier
 import pytest
 
-import harness as h
+import support
 
-DEFAULT_SEED_DIR = (
-    Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    / "copier-template-tests"
-    / "mypy-seeds"
-)
-SETTINGS = pytest.StashKey[h.Settings]()
-VARIANTS = pytest.StashKey[list[h.Variant]]()
-RUNNER = pytest.StashKey["h.Runner | None"]()
-PROBLEM = pytest.StashKey["str | None"]()
+RUNS_ROOT = Path("/tmp/copier-template-tests")  # readable by the embedded PostgreSQL's user
+RUN_DIR_VAR = "TEMPLATE_TESTS_RUN_DIR"
+VARIANTS = pytest.StashKey[list[support.Variant]]()
+# Scheduled first, in this order (the longest groups), so that no long test starts last.
+SLOW_FIRST = ("new-user", "update-defaults", "production", "update-dual_id", "variant-")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("template", "Copier template tests")
     group.addoption(
-        "--template-src",
-        default=os.environ.get("TEMPLATE_SRC") or str(h.REPO_ROOT),
-        help="template to render (default: this repository; env TEMPLATE_SRC)",
-    )
-    group.addoption(
-        "--template-ref",
-        default=os.environ.get("TEMPLATE_REF", "HEAD"),
-        help="git ref to render; HEAD (default) includes uncommitted changes of a local "
-        "template; an empty value lets copier pick (the latest tag). Env TEMPLATE_REF",
-    )
-    group.addoption(
-        "--renders-dir",
-        default=os.environ.get("TEMPLATE_RENDERS_DIR"),
-        help="where rendered projects and their logs go (default: a new directory under "
-        f"{h.RUNS_ROOT}, which keeps the last {h.KEEP_RUNS} runs). Env TEMPLATE_RENDERS_DIR",
+        "--variants",
+        default=os.environ.get("TEMPLATE_VARIANTS", "all"),
+        help="'all' (the matrix, default), 'default' (copier's defaults only) or "
+        "comma-separated variant ids. Env TEMPLATE_VARIANTS",
     )
     group.addoption(
         "--database-url",
-        default=os.environ.get("TEST_DATABASE_URL") or h.DEFAULT_TEST_DATABASE_URL,
-        help="TEST_DATABASE_URL given to each variant's test suite (default: the env var "
-        f"TEST_DATABASE_URL, else {h.DEFAULT_TEST_DATABASE_URL})",
-    )
-    group.addoption(
-        "--variants",
-        default=os.environ.get("TEMPLATE_VARIANTS", "all"),
-        help="'all' (the matrix), 'default' (copier's defaults only) or comma-separated "
-        "variant ids. Env TEMPLATE_VARIANTS",
-    )
-    group.addoption(
-        "--matrix-workers",
-        type=int,
-        default=int(os.environ.get("MATRIX_WORKERS") or os.cpu_count() or 2),
-        help="variants run at once (default: one per core). Env MATRIX_WORKERS",
-    )
-    group.addoption(
-        "--mypy-seed-dir",
-        default=os.environ.get("MYPY_SEED_DIR", str(DEFAULT_SEED_DIR)),
-        help="where the warm mypy cache of each Python version is kept between runs "
-        f"('' = not kept). Default {DEFAULT_SEED_DIR}; env MYPY_SEED_DIR",
-    )
-    group.addoption(
-        "--fresh-venvs",
-        action="store_true",
-        default=os.environ.get("FRESH_VENVS", "0") == "1",
-        help="give every variant its own .venv instead of one environment per worker and "
-        "Python version re-synced for each variant (slower). Env FRESH_VENVS=1",
-    )
-    group.addoption(
-        "--no-mypy-seed",
-        action="store_true",
-        default=os.environ.get("MYPY_SEED", "1") == "0",
-        help="type-check every variant from a cold mypy cache (slow). Env MYPY_SEED=0",
+        default=os.environ.get("TEST_DATABASE_URL") or support.DEFAULT_TEST_DATABASE_URL,
+        help="the PostgreSQL server the rendered suites create their databases on (default: "
+        f"env TEST_DATABASE_URL, else {support.DEFAULT_TEST_DATABASE_URL})",
     )
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    src = Path(config.getoption("--template-src")).resolve()
-    ref = config.getoption("--template-ref") or None
+    questions = support.load_questions(support.REPO_ROOT)
     try:
-        questions = h.load_questions(src)
-        variants = h.select_variants(config.getoption("--variants"), questions)
-    except (OSError, ValueError, KeyError) as exc:
-        raise pytest.UsageError(f"cannot build the variant matrix from {src}: {exc}") from exc
-    for var, value in (
-        ("GIT_AUTHOR_NAME", "template tests"),
-        ("GIT_AUTHOR_EMAIL", "template-tests@localhost"),
-        ("GIT_COMMITTER_NAME", "template tests"),
-        ("GIT_COMMITTER_EMAIL", "template-tests@localhost"),
-    ):
+        config.stash[VARIANTS] = support.select_variants(config.getoption("--variants"), questions)
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from exc
+    for var, value in support.GIT_IDENTITY.items():
         os.environ.setdefault(var, value)  # copier commits a dirty template in its clone
-    config.stash[VARIANTS] = variants
-    seed_dir = config.getoption("--mypy-seed-dir")
-    config.stash[RUNNER] = None
-    config.stash[PROBLEM] = None
-    config.stash[SETTINGS] = h.Settings(
-        template_src=src,
-        template_ref=ref,
-        renders_dir=Path(),  # set once pytest's temporary directory exists
-        database_url=config.getoption("--database-url"),
-        workers=max(1, config.getoption("--matrix-workers")),
-        mypy_seed=not config.getoption("--no-mypy-seed"),
-        env={},
-        mypy_seed_keep=Path(seed_dir).expanduser() if seed_dir else None,
-        shared_envs=not config.getoption("--fresh-venvs"),
-    )
+    if RUN_DIR_VAR not in os.environ:  # the controller; xdist's workers inherit it
+        RUNS_ROOT.mkdir(mode=0o755, parents=True, exist_ok=True)
+        for old in sorted(RUNS_ROOT.glob("run-*"))[:-2]:  # keep the last runs for inspection
+            shutil.rmtree(old, ignore_errors=True)
+        run = RUNS_ROOT / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        run.mkdir(mode=0o755)
+        os.environ[RUN_DIR_VAR] = str(run)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if {"variant", "step"} <= set(metafunc.fixturenames):
+    if "variant" in metafunc.fixturenames:
         variants = metafunc.config.stash[VARIANTS]
+        if metafunc.definition.get_closest_marker("embedded"):
+            variants = [v for v in variants if v.embedded]
         params = [
-            (v, step)
+            pytest.param(v, id=v.id, marks=pytest.mark.xdist_group(f"variant-{v.id}"))
             for v in variants
-            for step in h.VARIANT_STEPS
-            if step != "embedded" or v.embedded
         ]
-        ids = [f"{v.id}-{step}" for v, step in params]
-        metafunc.parametrize(("variant", "step"), params, ids=ids)
+        metafunc.parametrize("variant", params, scope="session")
 
 
-def _prepare(config: pytest.Config) -> h.Settings:
-    """Fill in the settings that need a run directory or a uv binary (once)."""
-    settings = config.stash[SETTINGS]
-    if settings.env:
-        return settings
-    renders = config.getoption("--renders-dir")
-    if renders:
-        settings.renders_dir = Path(renders).resolve()
-        settings.renders_dir.mkdir(parents=True, exist_ok=True)
-    else:
-        settings.renders_dir = h.new_run_dir(settings.template_src)
-    settings.env = h.base_env(h.find_uv(), h.pyenv_version())
-    return settings
+@pytest.hookimpl(trylast=True)  # after pytest has grouped the items by variant
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest groups first; within a group, the tests in the order of their files."""
 
+    def group(item: pytest.Item) -> str:
+        marker = item.get_closest_marker("xdist_group")
+        return str(marker.args[0]) if marker and marker.args else item.nodeid
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    config = session.config
-    if config.option.collectonly or getattr(config, "workerinput", None) is not None:
-        return
-    variants: dict[str, h.Variant] = {}
-    for item in session.items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and "variant" in callspec.params:
-            variant = callspec.params["variant"]
-            variants.setdefault(variant.id, variant)
-    if not variants:
-        return
+    first: dict[str, int] = {}
+    for n, item in enumerate(items):
+        first.setdefault(group(item), n)
 
-    settings = _prepare(config)
-    problem = h.database_problem(settings.database_url)
-    if problem:
-        config.stash[PROBLEM] = problem
-        return
-    jobs: list[h.Job] = [h.VariantJob(v) for v in variants.values()]
-    runner = h.Runner(settings, jobs)
-    config.stash[RUNNER] = runner
-    runner.start()
+    def key(item: pytest.Item) -> tuple[int, int, str, int]:
+        name = group(item)
+        slow = [n for n, prefix in enumerate(SLOW_FIRST) if name.startswith(prefix)]
+        return (slow[0] if slow else len(SLOW_FIRST), first[name], *item.location[:2])
 
-    # Report in the order the runner works: quick tests first (they run meanwhile), then each
-    # job's items as it is scheduled, so that progress shows and -x stops early.
-    position = {job_id: n for n, job_id in enumerate(runner.order)}
-
-    def key(item: pytest.Item) -> int:
-        callspec = getattr(item, "callspec", None)
-        if callspec is not None and "variant" in callspec.params:
-            return 1 + position.get(callspec.params["variant"].id, len(position))
-        return 0
-
-    session.items.sort(key=key)
+    items.sort(key=key)  # stable: parametrized cases of one test keep their order
 
 
 @pytest.fixture(scope="session")
-def settings(pytestconfig: pytest.Config) -> h.Settings:
-    return _prepare(pytestconfig)
+def settings(pytestconfig: pytest.Config) -> support.Settings:
+    return support.Settings(
+        template_src=support.REPO_ROOT,
+        template_ref="HEAD",  # HEAD with the working tree's uncommitted changes
+        database_url=pytestconfig.getoption("--database-url"),
+        env=support.base_env(),
+        renders_dir=Path(os.environ[RUN_DIR_VAR]) / os.environ.get("PYTEST_XDIST_WORKER", "gw"),
+    )
 
 
-Render = Callable[..., Path]
+@pytest.fixture(scope="session")
+def database_url(settings: support.Settings) -> str:
+    """The test server's URL, once it is known to be reachable."""
+    if problem := support.database_problem(settings.database_url):
+        pytest.fail(problem, pytrace=False)
+    return settings.database_url
+
+
+@pytest.fixture(scope="session")
+def worker_dir(settings: support.Settings) -> Iterator[Path]:
+    """Where this worker keeps its environments and mypy caches, between runs too (as long as
+    /tmp lasts): a later run re-syncs them exactly and re-checks only what changed. A second
+    run at the same time gets fresh ones."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw")
+    kept = RUNS_ROOT / "workers" / worker
+    kept.mkdir(parents=True, exist_ok=True)
+    with (kept / "lock").open("w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            kept = settings.renders_dir / "worker"
+        yield kept
 
 
 @pytest.fixture
-def render(settings: h.Settings, tmp_path: Path) -> Render:
-    """Render the template under test in-process: ``render(**answers)`` -> the project, a
-    directory under the test's ``tmp_path`` (copier's defaults fill the other answers)."""
+def render(settings: support.Settings, tmp_path: Path) -> Callable[..., Path]:
+    """``render(name, **answers)`` renders the template in-process under the test's
+    ``tmp_path`` (copier's defaults fill the other answers) and returns the project."""
 
     def render(name: str = "project", **data: Any) -> Path:
         dst = tmp_path / name
@@ -213,77 +149,38 @@ def render(settings: h.Settings, tmp_path: Path) -> Render:
     return render
 
 
-LATER_CHANGE = "A later template change."
-
-
-def template_repository(settings: h.Settings, dst: Path) -> Path:
-    """The template under test (its working tree) as a git repository with one commit and,
-    like a clone of this repository, no tags."""
-    from test_update import commit_all, git, working_tree_files
-
-    for rel in working_tree_files(settings.template_src):
-        (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-        (dst / rel).write_bytes((settings.template_src / rel).read_bytes())
-    git(dst, "init", "-q", env=settings.env)
-    commit_all(dst, "template: the tree under test", settings.env)
+@pytest.fixture(scope="session")
+def rendered(variant: support.Variant, settings: support.Settings) -> Path:
+    """The variant, rendered once (in a directory every user can read: the embedded
+    PostgreSQL runs as another user when the tests run as root)."""
+    dst = settings.renders_dir / variant.id
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+    copier.run_copy(
+        str(settings.template_src),
+        str(dst),
+        data=dict(variant.answers),
+        defaults=True,
+        unsafe=False,
+        vcs_ref=settings.template_ref,
+        quiet=True,
+    )
     return dst
 
 
-def commit_template_change(repo: Path, env: dict[str, str]) -> None:
-    """A later commit of the template: one line at the end of the generated README."""
-    from test_update import commit_all
-
-    readme = repo / "template" / "README.md.jinja"
-    readme.write_text(readme.read_text() + f"\n{LATER_CHANGE}\n")
-    commit_all(repo, "template: a later change", env)
+@dataclass(frozen=True)
+class Synced:
+    path: Path
+    python: str  # the python_version answer
+    env: dict[str, str]  # the project's commands run with this environment
 
 
 @pytest.fixture(scope="session")
-def matrix(pytestconfig: pytest.Config) -> h.Runner:
-    runner = pytestconfig.stash[RUNNER]
-    if runner is None:
-        pytest.fail(
-            pytestconfig.stash[PROBLEM] or "the matrix runner was not started", pytrace=False
-        )
-    return runner
-
-
-@pytest.fixture(scope="session")
-def database_problem(pytestconfig: pytest.Config) -> str | None:
-    """Why the variants' test suites cannot reach TEST_DATABASE_URL (None when they can)."""
-    return pytestconfig.stash[PROBLEM]
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    runner = session.config.stash.get(RUNNER, None)
-    if runner is not None:
-        runner.close()
-
-
-def pytest_terminal_summary(
-    terminalreporter: pytest.TerminalReporter, config: pytest.Config
-) -> None:
-    runner = config.stash.get(RUNNER, None)
-    problem = config.stash.get(PROBLEM, None)
-    if problem:
-        terminalreporter.write_sep("=", "template matrix", red=True)
-        terminalreporter.write_line(problem)
-    if runner is None:
-        return
-    outcomes = runner.outcomes()
-    if not outcomes:
-        return
-    terminalreporter.write_sep("=", "template matrix")
-    for line in h.summary_table(outcomes):
-        terminalreporter.write_line(line)
-    end = runner.finished_at or time.monotonic()
-    terminalreporter.write_line("")
-    terminalreporter.write_line(
-        f"{len(outcomes)} job(s) on {runner.settings.workers} worker(s) in "
-        f"{end - runner.started_at:.0f}s wall; mypy cache: * cold, + kept from an earlier "
-        "run, else seeded in this run"
-    )
-    terminalreporter.write_line(f"renders and logs: {runner.settings.renders_dir}")
-    failed = [o.id for o in outcomes if not o.ok]
-    if failed:
-        terminalreporter.write_line(f"jobs with failures: {', '.join(failed)}", red=True)
+def synced(rendered: Path, settings: support.Settings, worker_dir: Path) -> Synced:
+    """The rendered variant after ``uv sync``, into this worker's environment for its Python,
+    synced exactly: installs are incremental and byte code is compiled once per worker."""
+    python = str(support.read_answers(rendered)["python_version"])
+    venv = worker_dir / f"env-py{python}"
+    env = {**settings.env, "UV_PROJECT_ENVIRONMENT": str(venv)}
+    support.run(["uv", "sync"], rendered, env)
+    return Synced(rendered, python, env)

@@ -20,10 +20,9 @@ from pathlib import Path
 import pexpect
 import pytest
 import yaml
-from conftest import commit_template_change, template_repository
-from test_update import commit_all, git, status
 
-import harness as h
+import support
+from support import commit_all, commit_template_change, git, status, template_repository
 
 pytestmark = pytest.mark.update
 
@@ -46,13 +45,13 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def env(settings: h.Settings) -> dict[str, str]:
+def env(settings: support.Settings) -> dict[str, str]:
     return {**settings.env, "TERM": "xterm", "COLUMNS": "200", "LINES": "50"}
 
 
 @pytest.fixture(scope="module")
 def template(
-    settings: h.Settings, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+    settings: support.Settings, env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, str]:
     """The template under test as an untagged git repository; returns (path, first commit)."""
     dst = template_repository(settings, tmp_path_factory.mktemp("locked") / "template")
@@ -68,7 +67,7 @@ def project(template: tuple[Path, str], env: dict[str, str], tmp_path: Path) -> 
     copier(["copy", "--defaults", "--vcs-ref", first, str(src), str(path)], path.parent, env)
     git(path, "init", "-q", env=env)
     commit_all(path, "copier copy", env)
-    package = str(h.read_answers(path)["package_name"])
+    package = str(support.read_answers(path)["package_name"])
     config = path / "src" / package / "config.py"
     readme = path / "README.md"
     edits = {
@@ -101,7 +100,7 @@ def copier(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.Comple
 
 def assert_untouched(project: Project, question: str, value: object) -> None:
     assert git(project.path, "rev-parse", "HEAD").strip() == project.head
-    assert h.read_answers(project.path)[question] == value
+    assert support.read_answers(project.path)[question] == value
     for rel, text in project.edits.items():
         assert (project.path / rel).read_text() == text, f"{rel}: the user's edit was lost"
 
@@ -181,7 +180,7 @@ def test_the_interactive_prompt_cannot_change_a_locked_answer(
 def assert_untouched_by_answer(project: Project, question: str, output: str) -> None:
     """The update went ahead with the locked answer kept: only the template's own change
     (a README line) and the answers file's `_commit` moved."""
-    answers = h.read_answers(project.path)
+    answers = support.read_answers(project.path)
     assert answers[question] == LOCKED[question][0], f"{question} changed:\n{output[-3000:]}"
     changed = sorted(line[3:] for line in status(project.path).splitlines())
     assert set(changed) <= {".copier-answers.yml", "README.md"}, changed

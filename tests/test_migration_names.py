@@ -3,12 +3,12 @@ readable, with the time and the revision id (alembic.ini's ``file_template``).""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
-from conftest import Render
 
 
 def alembic_config(project: Path) -> Config:
@@ -17,7 +17,9 @@ def alembic_config(project: Path) -> Config:
     return config
 
 
-def test_same_message_twice_on_the_same_day_makes_two_revisions(render: Render) -> None:
+def test_same_message_twice_on_the_same_day_makes_two_revisions(
+    render: Callable[..., Path],
+) -> None:
     project = render()
     config = alembic_config(project)
     versions = project / "migrations" / "versions"

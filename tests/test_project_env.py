@@ -6,21 +6,21 @@ to do on a database that is not migrated yet. One project (examples, api=none), 
 from __future__ import annotations
 
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import copier
 import pytest
 
-import harness as h
+import support
 
-pytestmark = pytest.mark.project
+pytestmark = [pytest.mark.project, pytest.mark.xdist_group("project-env")]
 
 
 def uv(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """A uv command whose stdout and stderr are kept apart."""
     return subprocess.run(
-        [h.find_uv(), *args],
+        ["uv", *args],
         cwd=project,
         env=env,
         capture_output=True,
@@ -32,8 +32,8 @@ def uv(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
 
 
 @pytest.fixture(scope="module")
-def project(settings: h.Settings, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    dst = tmp_path_factory.mktemp("env") / "project"
+def project(settings: support.Settings) -> Path:
+    dst = settings.renders_dir / "project-env"
     copier.run_copy(
         str(settings.template_src),
         str(dst),
@@ -42,8 +42,7 @@ def project(settings: h.Settings, tmp_path_factory: pytest.TempPathFactory) -> P
         vcs_ref=settings.template_ref,
         quiet=True,
     )
-    synced = uv(dst, settings.env, "sync")
-    assert synced.returncode == 0, synced.stdout + synced.stderr
+    support.run(["uv", "sync"], dst, settings.env)
     return dst
 
 
@@ -55,7 +54,7 @@ def dotenv(project: Path) -> Iterator[Path]:
 
 
 def test_test_database_url_in_dotenv_is_used(
-    project: Path, settings: h.Settings, dotenv: Path
+    project: Path, settings: support.Settings, dotenv: Path
 ) -> None:
     """`.env` names a server that refuses connections: the suite must try it (and fail)
     instead of starting its own PostgreSQL."""
@@ -66,7 +65,9 @@ def test_test_database_url_in_dotenv_is_used(
     assert "127.0.0.1" in output, output[-3000:]
 
 
-def test_the_embedded_server_starts_without_warnings(project: Path, settings: h.Settings) -> None:
+def test_the_embedded_server_starts_without_warnings(
+    project: Path, settings: support.Settings
+) -> None:
     env = {k: v for k, v in settings.env.items() if k != "XDG_RUNTIME_DIR"}
     run = uv(project, env, "run", "pytest", "-q", "tests/test_migrations.py")
     output = run.stdout + run.stderr
@@ -75,26 +76,15 @@ def test_the_embedded_server_starts_without_warnings(project: Path, settings: h.
 
 
 @pytest.fixture
-def empty_database(project: Path, settings: h.Settings) -> Iterator[str]:
-    problem = h.database_problem(settings.database_url)
-    if problem:
-        pytest.fail(problem, pytrace=False)
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    server = settings.database_url
-
-    def sql(statement: str) -> None:
-        run = uv(project, settings.env, "run", "python", "-c", h.EXECUTE_SQL, server, statement)
-        assert run.returncode == 0, run.stderr
-
-    sql(f'CREATE DATABASE "{name}"')
-    yield server.rsplit("/", 1)[0] + f"/{name}"
-    sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def empty_database(settings: support.Settings, database_url: str) -> Iterator[str]:
+    with support.database(settings, "bench") as url:
+        yield url
 
 
 def test_benchmark_on_an_unmigrated_database_says_to_migrate(
-    project: Path, settings: h.Settings, empty_database: str
+    project: Path, settings: support.Settings, empty_database: str
 ) -> None:
-    bench = f"{h.read_answers(project)['package_name']}-bench".replace("_", "-")
+    bench = f"{support.read_answers(project)['package_name']}-bench".replace("_", "-")
     env = {**settings.env, "DATABASE_URL": empty_database}
     run = uv(project, env, "run", bench, "--rows", "10", "--repeat", "1")
     assert run.returncode != 0

@@ -28,17 +28,19 @@ import ast
 import re
 import shlex
 import shutil
-import subprocess
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from subprocess import CompletedProcess
 from typing import Any
 
 import pytest
 import yaml
 
-import harness as h
+import support
+from support import commit_all, git, status, tail, template_repository
+from test_rendering import check_text_file, iter_files
 
 pytestmark = pytest.mark.update
 
@@ -76,100 +78,16 @@ CASES = [
 
 
 # --------------------------------------------------------------------------------------------
-# Commands
+# Commands and the scratch template with two tagged revisions
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Result:
-    cmd: list[str]
-    rc: int | None
-    output: str
-    log: Path
-
-    def describe(self) -> str:
-        return (
-            f"`{shlex.join(self.cmd)}` exited {self.rc} (log: {self.log}):\n{h.tail(self.output)}"
-        )
+def copier(args: Sequence[str], cwd: Path, env: Mapping[str, str]) -> CompletedProcess[str]:
+    return support.run([sys.executable, "-m", "copier", *args], cwd, env, check=False)
 
 
-@dataclass
-class Workspace:
-    """Where one test module run works, and how it runs commands."""
-
-    settings: h.Settings
-    root: Path
-    procs: h.ProcessPool = field(default_factory=h.ProcessPool)
-    mypy_seeds: dict[str, Path] = field(default_factory=dict)  # python -> our last cache
-    counter: int = 0
-
-    def run(
-        self,
-        cmd: Sequence[str],
-        cwd: Path,
-        logs: Path,
-        name: str,
-        *,
-        timeout: float = 180,
-        extra_env: Mapping[str, str] | None = None,
-    ) -> Result:
-        self.counter += 1
-        log = logs / f"{self.counter:02d}-{name}.log"
-        env = {**self.settings.env, **(extra_env or {})}
-        rc, _, text = self.procs.run(cmd, cwd=cwd, env=env, log=log, timeout=timeout)
-        return Result(list(cmd), rc, text, log)
-
-    def copier(self, args: Sequence[str], cwd: Path, logs: Path, name: str) -> Result:
-        return self.run([sys.executable, "-m", "copier", *args], cwd, logs, name)
-
-
-def git(repo: Path, *args: str, env: Mapping[str, str] | None = None) -> str:
-    proc = subprocess.run(
-        ["git", "-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false", *args],
-        cwd=repo,
-        env=dict(env) if env is not None else None,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(
-            f"git {shlex.join(args)} in {repo} failed:\n{proc.stdout}{proc.stderr}"
-        )
-    return proc.stdout
-
-
-def commit_all(repo: Path, message: str, env: Mapping[str, str]) -> None:
-    git(repo, "add", "-A", env=env)
-    git(repo, "commit", "-q", "--allow-empty", "-m", message, env=env)
-
-
-def status(repo: Path) -> str:
-    return git(repo, "status", "--porcelain", "--untracked-files=all")
-
-
-# --------------------------------------------------------------------------------------------
-# The scratch template with two tagged revisions
-# --------------------------------------------------------------------------------------------
-
-
-def working_tree_files(src: Path) -> list[str]:
-    """Files of the template's working tree, as git sees them (ignored files left out)."""
-    if (src / ".git").exists():
-        out = subprocess.run(
-            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-            cwd=src,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        return sorted({f for f in out.split("\0") if f and (src / f).is_file()})
-    return sorted(
-        str(p.relative_to(src))
-        for p in h.iter_files(src)
-        if not any(part in {".nox", ".renders"} for part in p.relative_to(src).parts)
-    )
+def describe(result: CompletedProcess[str]) -> str:
+    return f"`{shlex.join(result.args[1:])}` exited {result.returncode}:\n{tail(result.stdout)}"
 
 
 def insert_before_docstring_end(text: str, line: str) -> str:
@@ -179,13 +97,9 @@ def insert_before_docstring_end(text: str, line: str) -> str:
     return text[: end + 1] + line + text[end:]
 
 
-def make_template(src: Path, dst: Path, env: Mapping[str, str]) -> None:
-    for rel in working_tree_files(src):
-        target = dst / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src / rel, target, follow_symlinks=False)
-    git(dst, "init", "-q", env=env)
-    commit_all(dst, "template 0.1.0: the working tree under test", env)
+def make_template(settings: support.Settings, dst: Path) -> None:
+    env = settings.env
+    template_repository(settings, dst)
     git(dst, "tag", OLD, env=env)
 
     subdir = dst / (yaml.safe_load((dst / "copier.yml").read_text()).get("_subdirectory", ""))
@@ -382,7 +296,7 @@ def user_edits(project: Path, package: str, primary_key: str) -> dict[str, str]:
 def leftovers(project: Path) -> list[str]:
     """``*.rej``/``*.orig`` files and conflict markers anywhere in the project."""
     found = []
-    for path in h.iter_files(project):
+    for path in iter_files(project):
         rel = str(path.relative_to(project))
         if path.suffix in (".rej", ".orig"):
             found.append(f"{rel}: rejected hunks file")
@@ -398,85 +312,41 @@ def leftovers(project: Path) -> list[str]:
 
 
 def tracked_hygiene(project: Path) -> list[str]:
-    """The matrix's hygiene rules on the files git tracks (tools' caches left out)."""
+    """The rendering's hygiene rules on the files git tracks (tools' caches left out)."""
     problems = []
     for rel in git(project, "ls-files", "-z").split("\0"):
         path = project / rel
         if not rel or not path.is_file() or path.is_symlink():
             continue
         data = path.read_bytes()
-        if b"\0" in data[:8192]:
-            continue
-        problems.extend(h.check_text_file(path, rel, data.decode("utf-8", errors="replace")))
+        if b"\0" not in data[:8192]:
+            problems.extend(check_text_file(path, rel, data.decode("utf-8", errors="replace")))
     return problems
 
 
-def prime_mypy(ws: Workspace, python: str, project: Path) -> str:
-    """Start mypy from a warm cache: our previous project's, else the one kept by earlier
-    runs of the matrix (read only; see harness.MypySeeds), else cold."""
-    if not ws.settings.mypy_seed:
-        return "cold"
-    cache = h.mypy_cache_dir(project)
-    kept = ws.settings.mypy_seed_keep / python if ws.settings.mypy_seed_keep else None
-    for seed in (ws.mypy_seeds.get(python), kept):
-        if seed is None or not seed.is_dir():
-            continue
-        shutil.rmtree(cache, ignore_errors=True)
-        try:
-            shutil.copytree(seed, cache, symlinks=True)
-        except (OSError, shutil.Error):  # a kept seed being replaced by a running matrix
-            shutil.rmtree(cache, ignore_errors=True)
-            continue
-        return "seeded"
-    return "cold"
-
-
-def run_project_checks(ws: Workspace, project: Path, logs: Path, python: str) -> None:
-    """The matrix's contract for a rendered project: hygiene, ``uv sync``, ruff format and
-    check, mypy and pytest against TEST_DATABASE_URL. ``uv.lock`` is committed like a user
-    would (it is theirs), so that the work tree stays clean for the next update."""
-    problem = h.database_problem(ws.settings.database_url)
-    if problem:
-        pytest.fail(problem, pytrace=False)
+def run_project_checks(project: Path, python: str, settings: support.Settings, kept: Path) -> None:
+    """A variant's checks on the updated project: hygiene, ``uv sync``, ruff format and check,
+    mypy and its suite against TEST_DATABASE_URL, in this worker's environment and mypy cache.
+    ``uv.lock`` is committed like a user would (it is theirs), so that the work tree stays
+    clean for the next update."""
     problems = tracked_hygiene(project)
     assert not problems, "hygiene of the updated project:\n" + "\n".join(problems[:80])
-
-    env: dict[str, str] = {}
-    if ws.settings.shared_envs:
-        env["UV_PROJECT_ENVIRONMENT"] = str(
-            ws.settings.renders_dir / "_envs" / f"update-py{python}"
-        )
-    uv = h.find_uv()
-    timeouts = ws.settings.timeouts
-
-    def step(name: str, cmd: list[str], extra: Mapping[str, str] | None = None) -> Result:
-        result = ws.run(
-            cmd,
-            project,
-            logs,
-            name,
-            timeout=timeouts.get(name, 600),
-            extra_env={**env, **(extra or {})},
-        )
-        if result.rc != 0:
-            pytest.fail(f"{name}: {result.describe()}", pytrace=False)
-        return result
-
-    step("sync", [uv, "sync"])
+    env = {
+        **settings.env,
+        "UV_PROJECT_ENVIRONMENT": str(kept / f"env-py{python}"),
+        "MYPY_CACHE_DIR": str(kept / f"mypy-py{python}"),
+        "TEST_DATABASE_URL": settings.database_url,
+    }
+    support.run(["uv", "sync"], project, env)
     if status(project):
-        commit_all(project, "uv.lock", ws.settings.env)
-    step("format", [uv, "run", "ruff", "format", "--check", "."])
-    step("lint", [uv, "run", "ruff", "check", "."])
-    prime_mypy(ws, python, project)
-    step("mypy", [uv, "run", "mypy"])
-    cache = h.mypy_cache_dir(project)
-    if cache.is_dir():
-        ws.mypy_seeds[python] = cache
-    result = step("pytest", [uv, "run", "pytest"], {"TEST_DATABASE_URL": ws.settings.database_url})
-    counts = h.parse_pytest_summary(result.output)
-    assert counts.get("passed"), f"pytest passed no test:\n{result.describe()}"
-    assert re.search(r"^tests/test_reports\.py \.", result.output, re.MULTILINE), (
-        "the user's own test did not run and pass:\n" + result.describe()
+        commit_all(project, "uv.lock", settings.env)
+    support.run(["uv", "run", "ruff", "format", "--check", "."], project, env)
+    support.run(["uv", "run", "ruff", "check", "."], project, env)
+    support.run(["uv", "run", "mypy"], project, env)
+    output = support.run(["uv", "run", "pytest"], project, env).stdout
+    assert support.parse_pytest_summary(output).get("passed"), tail(output)
+    assert re.search(r"^tests/test_reports\.py \.", output, re.MULTILINE), (
+        "the user's own test did not run and pass:\n" + tail(output)
     )
     assert not status(project), f"the checks left changes behind:\n{status(project)}"
 
@@ -487,21 +357,12 @@ def run_project_checks(ws: Workspace, project: Path, logs: Path, python: str) ->
 
 
 @pytest.fixture(scope="module")
-def workspace(settings: h.Settings) -> Iterator[Workspace]:
-    root = settings.renders_dir / "update"
-    if root.exists():
-        shutil.rmtree(root)
-    root.mkdir(parents=True)
-    ws = Workspace(settings, root)
-    yield ws
-    ws.procs.cancel()
-
-
-@pytest.fixture(scope="module")
-def template(workspace: Workspace) -> Path:
+def template(settings: support.Settings) -> Path:
     """A git repository of the template with tags 0.1.0 (the tree under test) and 0.2.0."""
-    dst = workspace.root / "template"
-    make_template(workspace.settings.template_src, dst, workspace.settings.env)
+    dst = settings.renders_dir / "update" / "template"
+    shutil.rmtree(dst.parent, ignore_errors=True)
+    dst.mkdir(parents=True)
+    make_template(settings, dst)
     return dst
 
 
@@ -509,52 +370,47 @@ def template(workspace: Workspace) -> Path:
 class Project:
     case: Case
     path: Path
-    logs: Path
     template: Path
     package: str
     python: str
     answers_before: dict[str, Any]
     user_files: dict[str, str]
-    update: Result
+    update: CompletedProcess[str]
     changed_by_update: list[str]  # `git status --porcelain` right after the update
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[c.id for c in CASES])
-def project(request: pytest.FixtureRequest, workspace: Workspace, template: Path) -> Project:
+@pytest.fixture(
+    scope="module",
+    params=[
+        pytest.param(c, id=c.id, marks=pytest.mark.xdist_group(f"update-{c.id}")) for c in CASES
+    ],
+)
+def project(request: pytest.FixtureRequest, settings: support.Settings, template: Path) -> Project:
     """Copied from 0.1.0, edited and committed by the user, then updated to 0.2.0 and the
     update committed (whatever its outcome: the tests below judge it)."""
     case: Case = request.param
-    env = workspace.settings.env
-    work = workspace.root / case.id
-    logs = work / "logs"
-    path = work / "project"
-    logs.mkdir(parents=True)
+    env = settings.env
+    path = template.parent / case.id
 
     data = [arg for k, v in case.data.items() for arg in ("--data", f"{k}={str(v).lower()}")]
-    copy = workspace.copier(
+    copy = copier(
         ["copy", "--vcs-ref", OLD, "--defaults", *data, str(template), str(path)],
-        work,
-        logs,
-        "copy",
+        template.parent,
+        env,
     )
-    if copy.rc != 0:
-        pytest.fail(f"copier copy: {copy.describe()}", pytrace=False)
+    assert copy.returncode == 0, describe(copy)
     git(path, "init", "-q", env=env)
     commit_all(path, f"copier copy {OLD}", env)
 
-    answers = h.read_answers(path)
+    answers = support.read_answers(path)
     package, python = str(answers["package_name"]), str(answers["python_version"])
     user_files = user_edits(path, package, str(answers["primary_key"]))
     commit_all(path, "user edits: reports, invoice model and migration, README", env)
 
-    update = workspace.copier(
-        ["update", "--defaults", "--vcs-ref", NEW, str(path)], path, logs, "update"
-    )
+    update = copier(["update", "--defaults", "--vcs-ref", NEW, str(path)], path, env)
     changed = status(path).splitlines()
     commit_all(path, f"copier update {NEW}", env)
-    return Project(
-        case, path, logs, template, package, python, answers, user_files, update, changed
-    )
+    return Project(case, path, template, package, python, answers, user_files, update, changed)
 
 
 # --------------------------------------------------------------------------------------------
@@ -564,8 +420,8 @@ def project(request: pytest.FixtureRequest, workspace: Workspace, template: Path
 
 def test_update_carries_the_template_change_and_keeps_user_edits(project: Project) -> None:
     update = project.update
-    assert "--trust" not in update.cmd
-    assert update.rc == 0, update.describe()
+    assert "--trust" not in update.args
+    assert update.returncode == 0, describe(update)
     found = leftovers(project.path)
     assert not found, "\n".join(found)
 
@@ -584,7 +440,7 @@ def test_update_carries_the_template_change_and_keeps_user_edits(project: Projec
         "the update changed other files than the template did:\n"
         + "\n".join(project.changed_by_update)
     )
-    answers = h.read_answers(project.path)
+    answers = support.read_answers(project.path)
     assert answers["_commit"] == NEW
     assert answers["_src_path"] == str(project.template)
     assert Path(answers["_src_path"]).is_absolute()
@@ -592,68 +448,60 @@ def test_update_carries_the_template_change_and_keeps_user_edits(project: Projec
     assert {k: answers.get(k) for k in unchanged} == unchanged
 
 
-def test_updated_project_passes_its_checks(workspace: Workspace, project: Project) -> None:
-    assert project.update.rc == 0, project.update.describe()
-    run_project_checks(workspace, project.path, project.logs, project.python)
+def test_updated_project_passes_its_checks(
+    project: Project, settings: support.Settings, database_url: str, worker_dir: Path
+) -> None:
+    assert project.update.returncode == 0, describe(project.update)
+    run_project_checks(project.path, project.python, settings, worker_dir)
 
 
 def test_update_to_the_same_revision_changes_nothing(
-    workspace: Workspace, project: Project
+    project: Project, settings: support.Settings
 ) -> None:
     assert not status(project.path), "precondition: a clean work tree"
     head = git(project.path, "rev-parse", "HEAD")
-    again = workspace.copier(
-        ["update", "--defaults", "--vcs-ref", NEW, str(project.path)],
-        project.path,
-        project.logs,
-        "update-again",
+    again = copier(
+        ["update", "--defaults", "--vcs-ref", NEW, str(project.path)], project.path, settings.env
     )
-    assert again.rc == 0, again.describe()
+    assert again.returncode == 0, describe(again)
     assert not status(project.path), f"a second update changed:\n{status(project.path)}"
     assert git(project.path, "rev-parse", "HEAD") == head
 
 
 @pytest.mark.parametrize("question", ["primary_key", "soft_delete"])
 def test_structural_answer_cannot_change(
-    workspace: Workspace, project: Project, question: str
+    project: Project, settings: support.Settings, question: str
 ) -> None:
     assert not status(project.path), "precondition: a clean work tree"
     head = git(project.path, "rev-parse", "HEAD")
-    current = h.read_answers(project.path)[question]
+    current = support.read_answers(project.path)[question]
     other = {"uuid": "dual_id", "dual_id": "uuid", True: "false", False: "true"}[current]
-    refused = workspace.copier(
-        ["update", "--defaults", "--data", f"{question}={other}", str(project.path)],
-        project.path,
-        project.logs,
-        f"update-{question}",
-    )
+    args = ["update", "--defaults", "--data", f"{question}={other}", str(project.path)]
+    refused = copier(args, project.path, settings.env)
     try:
-        assert refused.rc != 0, f"changing {question} was accepted:\n{refused.describe()}"
-        assert f"{question} is chosen once" in refused.output, refused.describe()
+        assert refused.returncode != 0, f"changing {question} was accepted:\n{describe(refused)}"
+        assert f"{question} is chosen once" in refused.stdout, describe(refused)
         assert not status(project.path), f"the refused update changed:\n{status(project.path)}"
         assert git(project.path, "rev-parse", "HEAD") == head
-        assert h.read_answers(project.path)[question] == current
+        assert support.read_answers(project.path)[question] == current
     finally:  # keep the project usable for the tests that follow
         git(project.path, "reset", "-q", "--hard", head.strip())
         git(project.path, "clean", "-q", "-fd")
 
 
-def test_code_only_answer_may_change(workspace: Workspace, project: Project) -> None:
+def test_code_only_answer_may_change(
+    project: Project, settings: support.Settings, database_url: str, worker_dir: Path
+) -> None:
     change = project.case.code_change
     if not change:
         pytest.skip("code-only answer changes are tested on one case only (time)")
     assert not status(project.path), "precondition: a clean work tree"
     data = [arg for k, v in change.items() for arg in ("--data", f"{k}={v}")]
-    update = workspace.copier(
-        ["update", "--defaults", *data, str(project.path)],
-        project.path,
-        project.logs,
-        "update-code-only",
-    )
-    assert update.rc == 0, update.describe()
+    update = copier(["update", "--defaults", *data, str(project.path)], project.path, settings.env)
+    assert update.returncode == 0, describe(update)
     found = leftovers(project.path)
     assert not found, "\n".join(found)
-    answers = h.read_answers(project.path)
+    answers = support.read_answers(project.path)
     assert {k: answers[k] for k in change} == dict(change)
     assert answers["_commit"] == NEW
     for rel, text in project.user_files.items():
@@ -668,6 +516,6 @@ def test_code_only_answer_may_change(workspace: Workspace, project: Project) -> 
     commit_all(
         project.path,
         "copier update: " + ", ".join(f"{k}={v}" for k, v in change.items()),
-        workspace.settings.env,
+        settings.env,
     )
-    run_project_checks(workspace, project.path, project.logs, project.python)
+    run_project_checks(project.path, project.python, settings, worker_dir)

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
 import pytest
-from conftest import Render
 
-import harness as h
+import support
+
+Render = Callable[..., Path]
 
 
-def reserved_names(settings: h.Settings) -> tuple[list[str], list[str]]:
+def reserved_names(settings: support.Settings) -> tuple[list[str], list[str]]:
     """The lists that copier.yml's package_name validator imports."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(settings.template_src))
     module = env.get_template("includes/package_names.jinja").module
@@ -54,21 +55,20 @@ def test_a_project_name_that_derives_a_stdlib_name_is_rejected(
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_reserved_stdlib_names_are_those_of_every_supported_python(settings: h.Settings) -> None:
+def test_reserved_stdlib_names_are_those_of_every_supported_python(
+    settings: support.Settings,
+) -> None:
     stdlib, _ = reserved_names(settings)
     current: set[str] = set()
     for python in ("3.12", "3.13"):
-        proc = subprocess.run(
-            [h.find_uv(), "run", "--no-project", "--python", python, "python", "-c",
-             "import sys; print(*sorted(sys.stdlib_module_names))"],
-            capture_output=True, text=True, check=True, env=settings.env or None,
-        )  # fmt: skip
-        current |= set(proc.stdout.split())
+        code = "import sys; print(*sorted(sys.stdlib_module_names))"
+        cmd = ["uv", "run", "--no-project", "--python", python, "python", "-c", code]
+        current |= set(support.run(cmd, settings.template_src, settings.env).stdout.split())
     assert sorted(stdlib) == sorted(current)
 
 
 def test_reserved_dependency_names_cover_the_rendered_dependencies(
-    settings: h.Settings, render: Render
+    settings: support.Settings, render: Render
 ) -> None:
     _, reserved = reserved_names(settings)
     pyproject = tomllib.loads((render(api="fastapi") / "pyproject.toml").read_text())
@@ -86,7 +86,7 @@ def test_bool_answer_must_be_a_bool(render: Render, question: str, value: str) -
 
 @pytest.mark.parametrize(("value", "expected"), [("false", False), ("no", False), ("true", True)])
 def test_bool_answer_spellings(render: Render, value: str, expected: bool) -> None:
-    assert h.read_answers(render("out", soft_delete=value))["soft_delete"] is expected
+    assert support.read_answers(render("out", soft_delete=value))["soft_delete"] is expected
 
 
 def test_blank_project_name_is_rejected(render: Render) -> None:
@@ -94,14 +94,11 @@ def test_blank_project_name_is_rejected(render: Render) -> None:
         render("out", project_name="   ", package_name="acme")
 
 
-def test_bad_answer_fails_the_cli(settings: h.Settings, tmp_path: Path) -> None:
-    cmd = h.copier_cli(settings.template_src, tmp_path / "out", settings.template_ref)
-    cmd[cmd.index("--defaults") + 1 : cmd.index("--defaults") + 1] = ["-d", "package_name=1abc"]
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL, check=False
-    )
-    assert proc.returncode != 0, proc.stdout + proc.stderr
-    assert "not a valid package name" in proc.stdout + proc.stderr
+def test_bad_answer_fails_the_cli(settings: support.Settings, tmp_path: Path) -> None:
+    cmd = support.copier_cli(settings, tmp_path / "out", "-d", "package_name=1abc")
+    proc = support.run(cmd, tmp_path, settings.env, check=False)
+    assert proc.returncode != 0, proc.stdout
+    assert "not a valid package name" in proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -116,5 +113,5 @@ def test_package_name_is_derived_from_project_name(
     render: Render, project_name: str, package_name: str
 ) -> None:
     dst = render("out", project_name=project_name)
-    assert h.read_answers(dst).get("package_name") == package_name
+    assert support.read_answers(dst).get("package_name") == package_name
     assert (dst / "src" / package_name).is_dir(), sorted(p.name for p in dst.iterdir())
