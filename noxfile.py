@@ -2,9 +2,9 @@
 
     uvx nox -s tests   # the full variant matrix, validators, CLI and the new-user walk-through
     uvx nox -s smoke   # copier's defaults only (one variant), validators and CLI: quick
-    uvx nox -s lint    # ruff on the harness itself
+    uvx nox -s lint    # ruff on the template's tests and this file
 
-Arguments after `--` go to pytest, e.g. `uvx nox -s tests -- -k dual_id --matrix-workers 1`.
+Arguments after `--` go to pytest, e.g. `uvx nox -s tests -- --variants default -n 1`.
 TEST_DATABASE_URL (default postgresql://postgres@127.0.0.1:5432/postgres) is the PostgreSQL
 server the variants' test suites create their databases on.
 """
@@ -25,7 +25,7 @@ DEFAULT_TEST_DATABASE_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 def _env() -> dict[str, str]:
-    # PYENV_VERSION: tests/harness.py adds every installed CPython for pyenv's shims.
+    # PYENV_VERSION: tests/support.py adds every installed CPython for pyenv's shims.
     env = {"UV_PYTHON_DOWNLOADS": os.environ.get("UV_PYTHON_DOWNLOADS", "never")}
     env["TEST_DATABASE_URL"] = os.environ.get("TEST_DATABASE_URL") or DEFAULT_TEST_DATABASE_URL
     return env
@@ -60,7 +60,7 @@ def smoke(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff on the harness (tests/ and this file)."""
+    """ruff on the template's tests and this file."""
     _install(session, "lint")
     session.run("ruff", "format", "--check", "tests", "noxfile.py")
     session.run("ruff", "check", "tests", "noxfile.py")

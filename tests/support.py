@@ -33,14 +33,14 @@ MATRIX_AXES: dict[str, tuple[Any, ...]] = {
     "repository_style": ("generic", "functions"),
     "api": ("fastapi", "none"),
 }
-# Variables that would make a rendered project's tools look somewhere else than the project.
+# Variables that would make a rendered project's tools look somewhere else than the project
+# (and every PYTEST_*: ours, xdist's worker ids, are not the rendered suite's).
 _DROPPED_ENV = {
     *("VIRTUAL_ENV", "CONDA_PREFIX", "PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP"),
-    *("PYTEST_ADDOPTS", "PYTEST_PLUGINS", "PYTEST_CURRENT_TEST", "PYTEST_XDIST_WORKER"),
-    *("PYTEST_XDIST_WORKER_COUNT", "MYPYPATH", "MYPY_CACHE_DIR", "PYTHONDONTWRITEBYTECODE"),
-    *("FORCE_COLOR", "UV_PROJECT", "UV_PROJECT_ENVIRONMENT", "UV_PYTHON", "UV_SYSTEM_PYTHON"),
-    *("UV_NO_DEV", "UV_NO_DEFAULT_GROUPS", "UV_FROZEN", "UV_LOCKED", "UV_NO_SYNC"),
-    *("UV_ISOLATED", "NOX_CURRENT_SESSION", "DATABASE_URL", "TEST_DATABASE_URL"),
+    *("MYPYPATH", "MYPY_CACHE_DIR", "PYTHONDONTWRITEBYTECODE", "FORCE_COLOR"),
+    *("UV_PROJECT", "UV_PROJECT_ENVIRONMENT", "UV_PYTHON", "UV_SYSTEM_PYTHON", "UV_NO_DEV"),
+    *("UV_NO_DEFAULT_GROUPS", "UV_FROZEN", "UV_LOCKED", "UV_NO_SYNC", "UV_ISOLATED"),
+    *("NOX_CURRENT_SESSION", "DATABASE_URL", "TEST_DATABASE_URL"),
 }
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "template tests",
@@ -68,7 +68,7 @@ def pyenv_version() -> str | None:
     first, so that ``python3.12``/``python3.13`` resolve and uv finds them."""
     order = [v for v in os.environ.get("PYENV_VERSION", "").split(":") if v]
     if shutil.which("pyenv"):
-        with contextlib.suppress(OSError, subprocess.CalledProcessError):
+        with contextlib.suppress(OSError, AssertionError):  # pyenv failed: keep what we have
             ask = ["pyenv", "global"], ["pyenv", "versions", "--bare", "--skip-aliases"]
             glob, bare = (run(cmd, Path("/"), os.environ).stdout.split() for cmd in ask)
             cpythons = [v for v in bare if re.fullmatch(r"\d+\.\d+\.\d+", v)]
@@ -91,7 +91,9 @@ def find_uv() -> str:
 
 def base_env() -> dict[str, str]:
     """The environment of a rendered project's commands (no database URL in it)."""
-    env = {k: v for k, v in os.environ.items() if k not in _DROPPED_ENV}
+    env = {
+        k: v for k, v in os.environ.items() if k not in _DROPPED_ENV and not k.startswith("PYTEST_")
+    }
     if pyenv := pyenv_version():
         env["PYENV_VERSION"] = pyenv
     env["PATH"] = os.pathsep.join([str(Path(find_uv()).parent), env.get("PATH", "")])
@@ -202,9 +204,11 @@ def run(
     *,
     check: bool = True,
     timeout: float = 900,
+    stderr_apart: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command (a string goes to ``bash -eo pipefail``, like a README or workflow step),
-    output merged; with ``check`` it must exit 0, else the test fails with the output's end."""
+    stderr merged into stdout unless ``stderr_apart``; with ``check`` it must exit 0, else
+    the test fails with the output's end."""
     argv = (
         ["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", cmd]
         if isinstance(cmd, str)
@@ -216,14 +220,15 @@ def run(
         env=dict(env),
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+        stderr=subprocess.PIPE if stderr_apart else subprocess.STDOUT,
         text=True,
         timeout=timeout,
         check=False,
     )
     if check and proc.returncode != 0:
         shown = cmd if isinstance(cmd, str) else shlex.join(cmd)
-        raise AssertionError(f"`{shown}` in {cwd} exited {proc.returncode}:\n{tail(proc.stdout)}")
+        output = tail(proc.stdout + (proc.stderr or ""))
+        raise AssertionError(f"`{shown}` in {cwd} exited {proc.returncode}:\n{output}")
     return proc
 
 

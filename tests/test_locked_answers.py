@@ -84,18 +84,8 @@ def project(template: tuple[Path, str], env: dict[str, str], tmp_path: Path) -> 
 
 
 def copier(args: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "copier", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-    if args[0] == "copy":
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-    return proc
+    cmd = [sys.executable, "-m", "copier", *args]
+    return support.run(cmd, cwd, env, check=args[0] == "copy", stderr_apart=True)
 
 
 def assert_untouched(project: Project, question: str, value: object) -> None:

@@ -19,16 +19,7 @@ pytestmark = [pytest.mark.project, pytest.mark.xdist_group("project-env")]
 
 def uv(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """A uv command whose stdout and stderr are kept apart."""
-    return subprocess.run(
-        ["uv", *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-        timeout=900,
-    )
+    return support.run(["uv", *args], project, env, check=False, stderr_apart=True)
 
 
 @pytest.fixture(scope="module")
