@@ -179,10 +179,16 @@ class Database:
 
         Never share the yielded session between concurrent tasks.
         """
-        async with self.sessionmaker() as session:
+        session = self.sessionmaker()
+        try:
             with domain_errors():
                 async with session.begin():
                     yield session
+        finally:
+            # The transaction has ended (and its connection gone back to the pool): closing
+            # does no I/O. `async with session` would run it in a task of its own, one more
+            # turn of the event loop for every unit of work.
+            await session.close()
 
     @asynccontextmanager
     async def tracked_unit_of_work(self, position: "ReadPosition") -> AsyncIterator[AsyncSession]:
