@@ -93,7 +93,10 @@ def _ping_on_checkout(dbapi_connection: Any, _: Any, __: Any) -> None:
     One round trip, a simple-protocol `SELECT 1` (asyncpg's own check, `is_closed()`,
     first: free, and enough once the close has been read). `pool_pre_ping` would cost
     three (the asyncpg dialect sends BEGIN, `;` and ROLLBACK): more than the rest of a
-    small request. The ping waits at most `command_timeout`.
+    small request. The ping waits at most `command_timeout`. It cannot be replaced by a look
+    at the socket for a close already received: `pg_terminate_backend()` returns before the
+    server process has exited, so the close may still be on its way while a request checks
+    out the connection, and its BEGIN would fail (a 503). A round trip always sees the close.
     """
     connection = dbapi_connection.driver_connection
     try:
