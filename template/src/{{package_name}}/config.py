@@ -101,6 +101,12 @@ def asyncpg_connect_args(url: URL) -> tuple[URL, dict[str, Any]]:
     return url.set(query=remaining), args
 
 
+def asyncpg_dsn(url: URL) -> str:
+    """`url` as a DSN for `asyncpg.connect()` itself (outside SQLAlchemy): password included,
+    so never log it. asyncpg reads libpq's query parameters from the DSN on its own."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
 def _single(query: dict[str, Any], name: str) -> str | None:
     value = query.get(name)
     if isinstance(value, tuple):

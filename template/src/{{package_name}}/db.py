@@ -93,7 +93,10 @@ def _ping_on_checkout(dbapi_connection: Any, _: Any, __: Any) -> None:
     One round trip, a simple-protocol `SELECT 1` (asyncpg's own check, `is_closed()`,
     first: free, and enough once the close has been read). `pool_pre_ping` would cost
     three (the asyncpg dialect sends BEGIN, `;` and ROLLBACK): more than the rest of a
-    small request. The ping waits at most `command_timeout`.
+    small request. The ping waits at most `command_timeout`. It cannot be replaced by a look
+    at the socket for a close already received: `pg_terminate_backend()` returns before the
+    server process has exited, so the close may still be on its way while a request checks
+    out the connection, and its BEGIN would fail (a 503). A round trip always sees the close.
     """
     connection = dbapi_connection.driver_connection
     try:
@@ -179,10 +182,16 @@ class Database:
 
         Never share the yielded session between concurrent tasks.
         """
-        async with self.sessionmaker() as session:
+        session = self.sessionmaker()
+        try:
             with domain_errors():
                 async with session.begin():
                     yield session
+        finally:
+            # The transaction has ended (and its connection gone back to the pool): closing
+            # does no I/O. `async with session` would run it in a task of its own, one more
+            # turn of the event loop for every unit of work.
+            await session.close()
 
     @asynccontextmanager
     async def tracked_unit_of_work(self, position: "ReadPosition") -> AsyncIterator[AsyncSession]:
