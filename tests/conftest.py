@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import copier
 import pytest
 
 import support
@@ -141,17 +140,7 @@ def render(settings: support.Settings, tmp_path: Path) -> Callable[..., Path]:
     ``tmp_path`` (copier's defaults fill the other answers) and returns the project."""
 
     def render(name: str = "project", **data: Any) -> Path:
-        dst = tmp_path / name
-        copier.run_copy(
-            str(settings.template_src),
-            str(dst),
-            data=data,
-            defaults=True,
-            unsafe=False,
-            vcs_ref=settings.template_ref,
-            quiet=True,
-        )
-        return dst
+        return support.render(settings, tmp_path / name, **data)
 
     return render
 
@@ -163,16 +152,7 @@ def rendered(variant: support.Variant, settings: support.Settings) -> Path:
     dst = settings.renders_dir / variant.id
     shutil.rmtree(dst, ignore_errors=True)
     dst.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
-    copier.run_copy(
-        str(settings.template_src),
-        str(dst),
-        data=dict(variant.answers),
-        defaults=True,
-        unsafe=False,
-        vcs_ref=settings.template_ref,
-        quiet=True,
-    )
-    return dst
+    return support.render(settings, dst, **variant.answers)
 
 
 @dataclass(frozen=True)

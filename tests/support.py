@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import copier
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -63,9 +64,8 @@ class Settings:
 
 
 def pyenv_version() -> str | None:
-    """A PYENV_VERSION under which pyenv's shims expose every installed CPython: the exported
-    and global versions first (``python3`` stays what it was), then every ``X.Y.Z``, newest
-    first, so that ``python3.12``/``python3.13`` resolve and uv finds them."""
+    """A PYENV_VERSION under which pyenv's shims expose every installed CPython (exported and
+    global first, so ``python3`` stays; then every ``X.Y.Z``, newest first, for uv)."""
     order = [v for v in os.environ.get("PYENV_VERSION", "").split(":") if v]
     if shutil.which("pyenv"):
         with contextlib.suppress(OSError, AssertionError):  # pyenv failed: keep what we have
@@ -178,6 +178,20 @@ def select_variants(spec: str, questions: Mapping[str, Mapping[str, Any]]) -> li
 def read_answers(project: Path) -> dict[str, Any]:
     path = project / ".copier-answers.yml"
     return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}) if path.is_file() else {}
+
+
+def render(settings: Settings, dst: Path, **data: Any) -> Path:
+    """`copier copy --defaults` in-process: ``data`` answers, copier's defaults the rest."""
+    copier.run_copy(
+        str(settings.template_src),
+        str(dst),
+        data=data,
+        defaults=True,
+        unsafe=False,
+        vcs_ref=settings.template_ref,
+        quiet=True,
+    )
+    return dst
 
 
 def copier_cli(settings: Settings, dst: Path, *args: str) -> list[str]:

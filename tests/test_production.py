@@ -56,14 +56,7 @@ def sh(cmd: list[str] | str, cwd: Path, env: Mapping[str, str]) -> CompletedProc
 
 
 def render(settings: support.Settings, dst: Path, answers: Mapping[str, object]) -> Path:
-    copier.run_copy(
-        str(settings.template_src),
-        dst,
-        data=dict(answers),
-        defaults=True,
-        vcs_ref=settings.template_ref,
-        quiet=True,
-    )
+    support.render(settings, dst, **answers)
     # What the README asks of a new project: a git repository and a uv.lock (`uv lock`).
     sh(["git", "init", "-q"], dst, settings.env)
     sh(["uv", "lock", "-q"], dst, settings.env)
@@ -363,8 +356,7 @@ def test_template_update_step_tells_when_a_newer_template_exists(
     project = tmp_path / "project"
     copier.run_copy(str(template), project, defaults=True, vcs_ref="1.0.0", quiet=True)
     sh(["git", "init", "-q"], project, settings.env)
-    sh(["git", "add", "-A"], project, settings.env)
-    sh(["git", "commit", "-qm", "rendered"], project, settings.env)
+    commit_all(project, "rendered", settings.env)
     workflow = yaml.safe_load((project / ".github/workflows/ci.yml").read_text())
     (step,) = [s for s in workflow["jobs"]["template-update"]["steps"] if "run" in s]
 

@@ -9,7 +9,6 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
-import copier
 import pytest
 
 import support
@@ -25,15 +24,7 @@ def uv(project: Path, env: dict[str, str], *args: str) -> subprocess.CompletedPr
 @pytest.fixture(scope="module")
 def project(settings: support.Settings) -> Path:
     dst = settings.renders_dir / "project-env"
-    copier.run_copy(
-        str(settings.template_src),
-        str(dst),
-        data={"api": "none"},
-        defaults=True,
-        vcs_ref=settings.template_ref,
-        quiet=True,
-    )
-    support.run(["uv", "sync"], dst, settings.env)
+    support.run(["uv", "sync"], support.render(settings, dst, api="none"), settings.env)
     return dst
 
 
