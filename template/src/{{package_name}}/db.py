@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from select import POLLIN, poll
 from typing import Any
 
 import asyncpg
@@ -81,31 +82,38 @@ def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncE
         connect_args["server_settings"] = server_settings
     # hide_parameters: bound values never appear in errors or logs (they may be secrets).
     engine = create_async_engine(url, hide_parameters=True, connect_args=connect_args, **kwargs)
-    event.listen(engine.sync_engine, "checkout", _ping_on_checkout)
+    event.listen(engine.sync_engine, "checkout", _replace_closed_on_checkout)
     return engine
 
 
-def _ping_on_checkout(dbapi_connection: Any, _: Any, __: Any) -> None:
+def _replace_closed_on_checkout(dbapi_connection: Any, _: Any, __: Any) -> None:
     """Pool `checkout` event: a pooled connection the server or the network has closed (a
     restart, a failover, `pg_terminate_backend`, PgBouncer going away) is replaced by a new
     one before the unit of work uses it: raising `DisconnectionError` makes the pool retry.
 
-    One round trip, a simple-protocol `SELECT 1` (asyncpg's own check, `is_closed()`,
-    first: free, and enough once the close has been read). `pool_pre_ping` would cost
-    three (the asyncpg dialect sends BEGIN, `;` and ROLLBACK): more than the rest of a
-    small request. The ping waits at most `command_timeout`. It cannot be replaced by a look
-    at the socket for a close already received: `pg_terminate_backend()` returns before the
-    server process has exited, so the close may still be on its way while a request checks
-    out the connection, and its BEGIN would fail (a 503). A round trip always sees the close.
+    No round trip: asyncpg's `is_closed()` knows of a close the event loop has read; one it
+    has not read yet (the loop was busy elsewhere) waits on the socket, which a pooled,
+    idle connection otherwise never has anything on. A liveness query instead
+    (`pool_pre_ping`: BEGIN, `;`, ROLLBACK) would cost a quarter of a small request's time.
+    What no check can see is a close still on its way: the server closing a connection
+    as a request checks it out. That request fails with a disconnect (over HTTP a 503 with
+    `Retry-After`; nothing was committed) and SQLAlchemy replaces every pooled connection.
     """
     connection = dbapi_connection.driver_connection
-    try:
-        if not connection.is_closed():
-            dbapi_connection.run_async(lambda connection: connection.execute("SELECT 1"))
-            return
-    except Exception as exc:  # whatever the failure (even asyncpg's internal state errors)
-        raise DisconnectionError("the pooled connection is gone") from exc
-    raise DisconnectionError("the server closed this pooled connection")
+    if connection.is_closed() or _has_unread_input(connection):
+        raise DisconnectionError("the server closed this pooled connection")
+
+
+def _has_unread_input(connection: asyncpg.Connection) -> bool:
+    """Bytes or a close waiting on the connection's socket, not yet read by the event loop
+    (a zero-timeout `poll()`: one system call)."""
+    # asyncpg has no public way to its socket: `_transport` (tests/test_db.py guards it).
+    sock = connection._transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    poller = poll()
+    poller.register(sock.fileno(), POLLIN)
+    return bool(poller.poll(0))
 
 
 # The startup parameters PgBouncer passes on to the server (the ones it tracks).
