@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import ORMExecuteState, Session
 from sqlalchemy.orm.exc import StaleDataError
 
 from .config import Settings, asyncpg_connect_args
@@ -77,6 +77,7 @@ def create_engine(url: URL, *, pgbouncer: bool = False, **kwargs: Any) -> AsyncE
         kwargs["execution_options"] = {
             **kwargs.get("execution_options", {}),
             TRANSACTION_SETTINGS: per_transaction,
+            PGBOUNCER: True,
         }
     if server_settings:
         connect_args["server_settings"] = server_settings
@@ -126,6 +127,27 @@ PGBOUNCER_STARTUP_PARAMETERS = {
 }
 # Execution option: server settings to set at the start of every session's transaction.
 TRANSACTION_SETTINGS = "transaction_settings"
+# Execution option: the engine connects through PgBouncer (`create_engine(pgbouncer=True)`).
+PGBOUNCER = "pgbouncer"
+# `Session.info` key: the session of a read-only unit of work.
+READ_ONLY = "read_only"
+
+
+class ReadOnlyError(RuntimeError):
+    """A write in a read-only unit of work: a bug of the caller (over HTTP, a 500)."""
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _refuse_statements_that_write(state: ORMExecuteState) -> None:
+    writes = state.is_insert or state.is_update or state.is_delete
+    if writes and state.session.info.get(READ_ONLY):
+        raise ReadOnlyError("a read-only unit of work cannot write; use unit_of_work()")
+
+
+@event.listens_for(Session, "before_flush")
+def _refuse_flushes_that_write(session: Session, _: Any, __: Any) -> None:
+    if session.info.get(READ_ONLY) and (session.new or session.deleted or session.dirty):
+        raise ReadOnlyError("a read-only unit of work cannot write; use unit_of_work()")
 
 
 @event.listens_for(Session, "after_begin")
@@ -141,9 +163,23 @@ def _milliseconds(seconds: float) -> str:
     return str(round(seconds * 1000))
 
 
-def create_sessionmaker(bind: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+def create_sessionmaker(
+    bind: AsyncEngine, *, read_only: bool = False
+) -> async_sessionmaker[AsyncSession]:
     # expire_on_commit=False: objects stay readable after commit without implicit IO.
-    return async_sessionmaker(bind, expire_on_commit=False)
+    return async_sessionmaker(bind, expire_on_commit=False, info={READ_ONLY: read_only})
+
+
+def read_only_engine(engine: AsyncEngine) -> AsyncEngine:
+    """`engine` (the same pool) for read-only units of work. Autocommit: no BEGIN and no
+    COMMIT, two of a small read's three round trips (under READ COMMITTED a transaction
+    gives a series of reads nothing more: each statement takes a snapshot of its own).
+    Behind PgBouncer a READ ONLY transaction instead: the driver prepares a statement and
+    executes it in two round trips, which transaction pooling may send to two server
+    connections unless a transaction holds them together."""
+    if engine.get_execution_options().get(PGBOUNCER):
+        return engine.execution_options(postgresql_readonly=True)
+    return engine.execution_options(isolation_level="AUTOCOMMIT")
 
 
 class Database:
@@ -152,6 +188,7 @@ class Database:
     def __init__(self, engine: AsyncEngine, replicas: Sequence[AsyncEngine] = ()) -> None:
         self.engine = engine
         self.sessionmaker = create_sessionmaker(engine)
+        self.read_only_sessionmaker = create_sessionmaker(read_only_engine(engine), read_only=True)
         # Streaming replicas of `engine`'s server, for `read_only_unit_of_work()`.
         self.replicas = [Database(replica) for replica in replicas]
 
@@ -190,16 +227,8 @@ class Database:
 
         Never share the yielded session between concurrent tasks.
         """
-        session = self.sessionmaker()
-        try:
-            with domain_errors():
-                async with session.begin():
-                    yield session
-        finally:
-            # The transaction has ended (and its connection gone back to the pool): closing
-            # does no I/O. `async with session` would run it in a task of its own, one more
-            # turn of the event loop for every unit of work.
-            await session.close()
+        async with _committed(self.sessionmaker) as session:
+            yield session
 
     @asynccontextmanager
     async def tracked_unit_of_work(self, position: "ReadPosition") -> AsyncIterator[AsyncSession]:
@@ -222,11 +251,21 @@ class Database:
         this client already wrote or read), else on the primary, so the client never reads
         older data than it has seen. Afterwards `position` covers what was read here. The
         transaction is READ ONLY everywhere: a write or a lock (`FOR UPDATE`) fails in it;
-        use `unit_of_work()` for those. Without replicas: exactly `unit_of_work()`.
+        use `unit_of_work()` for those.
+
+        Without replicas it runs in autocommit on the primary (see `read_only_engine`):
+        statements and flushes that write raise `ReadOnlyError` before they are sent, but
+        raw SQL (`text()`) is not looked at, and `FOR UPDATE` locks nothing for longer than
+        its statement.
         """
         if not self.replicas:
-            async with self.unit_of_work() as session:
-                yield session
+            # Nothing to commit: closing the session ends whatever it began.
+            session = self.read_only_sessionmaker()
+            try:
+                with domain_errors():
+                    yield session
+            finally:
+                await session.close()
             return
         position = position or ReadPosition()
         serving = await self._caught_up_replica(position) or self
@@ -254,6 +293,23 @@ class Database:
         await self.engine.dispose()
         for replica in self.replicas:
             await replica.dispose()
+
+
+@asynccontextmanager
+async def _committed(
+    sessionmaker: async_sessionmaker[AsyncSession],
+) -> AsyncIterator[AsyncSession]:
+    """The body of every unit of work: commit on success, roll back on any exception."""
+    session = sessionmaker()
+    try:
+        with domain_errors():
+            async with session.begin():
+                yield session
+    finally:
+        # The transaction has ended (and its connection gone back to the pool): closing
+        # does no I/O. `async with session` would run it in a task of its own, one more
+        # turn of the event loop for every unit of work.
+        await session.close()
 
 
 # WAL positions as byte offsets (`pg_lsn` minus 0/0). `pg_last_wal_replay_lsn()` is NULL on

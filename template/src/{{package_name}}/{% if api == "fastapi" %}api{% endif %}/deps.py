@@ -28,17 +28,21 @@ async def get_session(
     """The request's unit of work: committed when the handler returns, rolled back if it
     raises. Handlers never commit.
 
-    With read replicas (`DATABASE_REPLICA_URLS`), a GET or HEAD request only reads: it runs
-    read-only on a replica that has caught up with the client's position (the
-    `POSITION_COOKIE` cookie), else on the primary; every other request runs on the
-    primary. The response's cookie covers what the request wrote or read.
+    A GET or HEAD request only reads: it gets a read-only unit of work
+    (`Database.read_only_unit_of_work`: no BEGIN or COMMIT, and a write is an error).
+    With read replicas (`DATABASE_REPLICA_URLS`) that runs on a replica that has caught up
+    with the client's position (the `POSITION_COOKIE` cookie), else on the primary; every
+    other request runs on the primary, and the response's cookie covers what the request
+    wrote or read.
     """
+    read_only = request.method in {"GET", "HEAD"}
     if not database.replicas:
-        async with database.unit_of_work() as session:
+        unit_of_work = database.read_only_unit_of_work() if read_only else database.unit_of_work()
+        async with unit_of_work as session:
             yield session
         return
     position = ReadPosition.parse(request.cookies.get(POSITION_COOKIE))
-    if request.method in {"GET", "HEAD"}:
+    if read_only:
         unit_of_work = database.read_only_unit_of_work(position)
     else:
         unit_of_work = database.tracked_unit_of_work(position)
