@@ -227,8 +227,16 @@ class Database:
 
         Never share the yielded session between concurrent tasks.
         """
-        async with _committed(self.sessionmaker) as session:
-            yield session
+        session = self.sessionmaker()
+        try:
+            with domain_errors():
+                async with session.begin():
+                    yield session
+        finally:
+            # The transaction has ended (and its connection gone back to the pool): closing
+            # does no I/O. `async with session` would run it in a task of its own, one more
+            # turn of the event loop for every unit of work.
+            await session.close()
 
     @asynccontextmanager
     async def tracked_unit_of_work(self, position: "ReadPosition") -> AsyncIterator[AsyncSession]:
@@ -293,23 +301,6 @@ class Database:
         await self.engine.dispose()
         for replica in self.replicas:
             await replica.dispose()
-
-
-@asynccontextmanager
-async def _committed(
-    sessionmaker: async_sessionmaker[AsyncSession],
-) -> AsyncIterator[AsyncSession]:
-    """The body of every unit of work: commit on success, roll back on any exception."""
-    session = sessionmaker()
-    try:
-        with domain_errors():
-            async with session.begin():
-                yield session
-    finally:
-        # The transaction has ended (and its connection gone back to the pool): closing
-        # does no I/O. `async with session` would run it in a task of its own, one more
-        # turn of the event loop for every unit of work.
-        await session.close()
 
 
 # WAL positions as byte offsets (`pg_lsn` minus 0/0). `pg_last_wal_replay_lsn()` is NULL on
