@@ -20,13 +20,14 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, CursorResult, Select, Table, bindparam, func, select
+from sqlalchemy import ColumnElement, CursorResult, Select, Table, bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, Insert
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.types import Numeric, String, TypeEngine
 
 from .db import domain_errors
+from .errors import ConcurrentModificationError
 
 Row = Mapping[str, Any]
 BATCH_SIZE = 10_000
@@ -196,6 +197,50 @@ async def upsert_returning[M](
             result = await session.scalars(orm_stmt, execution_options={"populate_existing": True})
         upserted.extend(result)
     return upserted
+
+
+async def create_or_update[M](
+    session: AsyncSession,
+    model: type[M],
+    row: Row,
+    on_conflict: OnConflict,
+    match: ColumnElement[bool],
+) -> tuple[M, bool]:
+    """Insert `row`, or set `on_conflict.update` on the live row `match` finds: the object
+    and whether this call inserted it.
+
+    Two statements where an upsert has one, so that the answer comes from what PostgreSQL
+    did, also under concurrency: `INSERT ... ON CONFLICT DO NOTHING` waits for a concurrent
+    insert of the same key to commit and then inserts nothing; the UPDATE that follows
+    (a new snapshot under READ COMMITTED) finds that row. A row deleted between the two is
+    inserted by the next round. (An upsert's returned row cannot tell: comparing its
+    `created_at` with `now()` said "created" to two concurrent requests whose transactions
+    began in the same microsecond.)
+    """
+    table = table_of(model)
+    names, columns = as_columns(table, [row])
+    insert = insert_statement(table, names, columns).on_conflict_do_nothing(
+        index_elements=on_conflict.target or [table.c[name] for name in on_conflict.columns],
+        index_where=on_conflict.where,
+    )
+    values = {name: row[name] for name in on_conflict.update}
+    update_stmt = update(model).where(match).values(values).returning(model)
+    refresh = {"populate_existing": True}
+    for _ in range(CREATE_OR_UPDATE_ROUNDS):
+        with domain_errors():
+            inserted = await session.scalar(
+                select(model).from_statement(insert.returning(*table.c)), execution_options=refresh
+            )
+            if inserted is not None:
+                return inserted, True
+            updated = await session.scalar(update_stmt, execution_options=refresh)
+        if updated is not None:
+            return updated, False
+    raise ConcurrentModificationError("the row kept being deleted and re-created; retry")
+
+
+# Rounds of `create_or_update` before it gives up: each needs a concurrent delete to lose.
+CREATE_OR_UPDATE_ROUNDS = 3
 
 
 def dedupe(rows: Sequence[Row], key: Sequence[str]) -> list[Row]:
