@@ -47,6 +47,10 @@ class OnConflict:
     # `[func.lower(User.email)]`; rows are still deduplicated on the exact `columns`.
     target: Sequence[ColumnElement[Any]] | None = None
 
+    def index_elements(self, table: Table) -> Sequence[Any]:
+        """The ON CONFLICT target: `target`, else `columns` of `table`."""
+        return self.target or [table.c[name] for name in self.columns]
+
 
 def _python_defaults(table: Table, present: Sequence[str]) -> list[tuple[str, Callable[[], Any]]]:
     """Name and value factory of each column missing from the rows that has a Python default."""
@@ -148,7 +152,7 @@ def upsert_statement(
     if "updated_at" in table.c:
         updates["updated_at"] = func.statement_timestamp()
     return stmt.on_conflict_do_update(
-        index_elements=on_conflict.target or [table.c[name] for name in on_conflict.columns],
+        index_elements=on_conflict.index_elements(table),
         index_where=on_conflict.where,
         set_=updates,
     )
@@ -220,7 +224,7 @@ async def create_or_update[M](
     table = table_of(model)
     names, columns = as_columns(table, [row])
     insert = insert_statement(table, names, columns).on_conflict_do_nothing(
-        index_elements=on_conflict.target or [table.c[name] for name in on_conflict.columns],
+        index_elements=on_conflict.index_elements(table),
         index_where=on_conflict.where,
     )
     values = {name: row[name] for name in on_conflict.update}
