@@ -1,10 +1,11 @@
-"""Request-scoped dependencies: one session and one unit of work per request."""
+"""Request-scoped dependencies: one session and one unit of work per request, or for a GET
+that only serialises rows, one read-only connection."""
 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import Depends, Request
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,21 +36,41 @@ async def get_session(
     other request runs on the primary, and the response's cookie covers what the request
     wrote or read.
     """
-    read_only = request.method in {"GET", "HEAD"}
-    if not database.replicas:
-        unit_of_work = database.read_only_unit_of_work() if read_only else database.unit_of_work()
-        async with unit_of_work as session:
-            yield session
-        return
-    position = ReadPosition.parse(request.cookies.get(POSITION_COOKIE))
-    if read_only:
+    position = _read_position(database, request)
+    if request.method in {"GET", "HEAD"}:
         unit_of_work = database.read_only_unit_of_work(position)
+    elif position is None:
+        unit_of_work = database.unit_of_work()
     else:
         unit_of_work = database.tracked_unit_of_work(position)
     async with unit_of_work as session:
         yield session
+    _send_read_position(request, position)
+
+
+async def get_reader(
+    database: Annotated[Database, Depends(get_database)], request: Request
+) -> AsyncIterator[AsyncConnection]:
+    """For a GET handler whose rows are only serialised (`queries.require_row`,
+    `queries.list_rows`): `Database.read_only_connection`, Core statements on a connection
+    with no session, on a caught-up replica like `get_session`'s reads."""
+    position = _read_position(database, request)
+    async with database.read_only_connection(position) as connection:
+        yield connection
+    _send_read_position(request, position)
+
+
+def _read_position(database: Database, request: Request) -> ReadPosition | None:
+    """The client's position (`POSITION_COOKIE`); None without replicas."""
+    if not database.replicas:
+        return None
+    return ReadPosition.parse(request.cookies.get(POSITION_COOKIE))
+
+
+def _send_read_position(request: Request, position: ReadPosition | None) -> None:
     # After the commit; `ReadPositionCookie` sends it (the response is built by now).
-    request.state.read_position = position
+    if position is not None:
+        request.state.read_position = position
 
 
 class ReadPositionCookie:
@@ -76,3 +97,4 @@ class ReadPositionCookie:
 # other error, and a client that got a 2xx finds the write on its next request. (FastAPI's
 # default for `yield` dependencies runs their exit code after the response is sent.)
 Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
+Reader = Annotated[AsyncConnection, Depends(get_reader, scope="function")]
