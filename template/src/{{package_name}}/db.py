@@ -107,9 +107,13 @@ def _replace_closed_on_checkout(dbapi_connection: Any, _: Any, __: Any) -> None:
 
 def _has_unread_input(connection: asyncpg.Connection) -> bool:
     """Bytes or a close waiting on the connection's socket, not yet read by the event loop
-    (a zero-timeout `poll()`: one system call)."""
+    (a zero-timeout `poll()`: one system call), or a close the event loop has read but not
+    yet passed on to asyncpg (the transport is closing)."""
     # asyncpg has no public way to its socket: `_transport` (tests/test_db.py guards it).
-    sock = connection._transport.get_extra_info("socket")
+    transport = connection._transport
+    if transport.is_closing():
+        return True
+    sock = transport.get_extra_info("socket")
     if sock is None:
         return False
     poller = poll()
