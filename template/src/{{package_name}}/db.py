@@ -307,7 +307,7 @@ class Database:
         self, position: "ReadPosition | None" = None
     ) -> AsyncIterator[AsyncConnection]:
         """A connection for reads whose rows are only serialised (`queries.require_row`,
-        `queries.list_rows`): Core statements, no session and no ORM objects, about a third
+        `queries.list_rows`): Core statements, no session and no ORM objects, about a quarter
         less CPU for a small read than `read_only_unit_of_work()`.
 
         Without replicas or PgBouncer: an autocommit connection of the primary, one round
