@@ -194,7 +194,7 @@ def _refuse_statements_that_write_rows(
 ) -> None:
     """Engine `before_execute` event of the read-only engine: in autocommit an INSERT,
     UPDATE or DELETE would be committed at once; it is refused before it is sent. (Raw SQL,
-    `text()`, is not looked at.)"""
+    `text()`, DDL and a write inside a SELECT's CTE are not looked at.)"""
     if isinstance(statement, UpdateBase):
         raise ReadOnlyError("a read-only connection cannot write; use unit_of_work()")
 
