@@ -55,8 +55,9 @@ async def get_reader(
     `queries.list_rows`): `Database.read_only_connection`, Core statements on a connection
     with no session, on a caught-up replica like `get_session`'s reads. Statements of your
     own on it get no session event (no ORM rule the session's events add, such as a
-    soft-delete filter, unless you add it yourself). A handler taking both a `Session` and a `Reader` holds two
-    connections, and the `Reader` does not see the session's uncommitted writes."""
+    soft-delete filter, unless you add it yourself). A handler taking both a `Session`
+    and a `Reader` holds two connections, and the `Reader` does not see the session's
+    uncommitted writes."""
     position = _read_position(database, request)
     async with database.read_only_connection(position) as connection:
         yield connection
